@@ -1,0 +1,5 @@
+import sys
+
+from mesaprobe.cli import main
+
+sys.exit(main())

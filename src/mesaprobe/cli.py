@@ -1,0 +1,183 @@
+"""The ``mesaprobe`` command line: validate and plan studies, and run each pipeline step.
+
+Every Snakemake rule is one of these commands, so each step can be run by hand::
+
+    mesaprobe validate specs/quickstart.yaml
+    mesaprobe plan specs/quickstart.yaml --json
+    mesaprobe train specs/quickstart.yaml --run bandit2-gru-1a2b3c4d-s0
+    mesaprobe freeze specs/quickstart.yaml --run bandit2-gru-1a2b3c4d-s0
+    mesaprobe probe specs/quickstart.yaml --run bandit2-gru-1a2b3c4d-s0 --probe adaptation
+    mesaprobe baseline specs/quickstart.yaml --environment bandit2 --probe adaptation --baseline ucb1 --seed 0
+    mesaprobe collect specs/quickstart.yaml
+    mesaprobe chart specs/quickstart.yaml
+
+Input errors print one line (file, key, what was expected) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from mesaprobe import __version__
+from mesaprobe.errors import UserError
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="mesaprobe", description=__doc__.split("\n\n")[0])
+    top.add_argument("--version", action="version", version=f"mesaprobe {__version__}")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("spec", type=Path, help="study file (YAML), e.g. specs/quickstart.yaml")
+        return sub
+
+    def with_results(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--results-root",
+            type=Path,
+            default=Path("results"),
+            help="outputs go to RESULTS_ROOT/<study>/ (default: results)",
+        )
+        sub.add_argument("--threads", type=positive_int, default=None, help="CPU threads torch may use")
+
+    command("validate", "check a study file and print what it would run")
+    sub = command("plan", "list the runs, probes and baselines of a study")
+    sub.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    sub = command("train", "train one run (resumes from partial.pt if present)")
+    sub.add_argument("--run", required=True, help="run id (see `mesaprobe plan`)")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    with_results(sub)
+
+    sub = command("freeze", "turn a trained run into frozen.safetensors + frozen.json")
+    sub.add_argument("--run", required=True, help="run id")
+    with_results(sub)
+
+    sub = command("probe", "probe one frozen run")
+    sub.add_argument("--run", required=True, help="run id")
+    sub.add_argument("--probe", required=True, help="probe name in the study")
+    sub.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    with_results(sub)
+
+    sub = command("baseline", "play one baseline on the held-out tasks of one seed")
+    sub.add_argument("--environment", required=True, help="environment name in the study")
+    sub.add_argument("--probe", required=True, help="probe name in the study")
+    sub.add_argument("--baseline", required=True, help="baseline name in the study")
+    sub.add_argument("--seed", required=True, type=non_negative_int, help="seed whose held-out tasks to play")
+    with_results(sub)
+
+    sub = command("collect", "gather every probe table into the study's curves and summary tables")
+    sub.add_argument(
+        "--resamples", type=positive_int, default=1000, help="bootstrap resamples (default 1000)"
+    )
+    with_results(sub)
+
+    sub = command("chart", "draw the study's charts (HTML with inline Vega + SVG)")
+    with_results(sub)
+    return top
+
+
+def run_command(arguments: argparse.Namespace) -> int:
+    from mesaprobe.spec import load_study, make_plan, results_directory
+
+    study = load_study(arguments.spec)
+    plan = make_plan(study)
+    if arguments.command == "validate":
+        print(
+            f"{arguments.spec}: study {study.name!r} is valid: {len(plan.runs)} runs, "
+            f"{len(plan.probe_jobs)} probe jobs, {len(plan.baseline_jobs)} baseline jobs"
+        )
+        return 0
+    if arguments.command == "plan":
+        if arguments.json:
+            json.dump(plan.to_json(), sys.stdout, indent=2)
+            print()
+        else:
+            print(f"study {study.name} ({study.file}, spec hash {study.spec_hash})")
+            for run in plan.runs:
+                print(
+                    f"run   {run.id}  environment={run.environment.label} agent={run.agent} seed={run.seed}"
+                )
+            for job in plan.probe_jobs:
+                print(f"probe {job.output}")
+            for job in plan.baseline_jobs:
+                print(f"base  {job.output}")
+        return 0
+
+    from mesaprobe import jobs
+    from mesaprobe.device import set_threads
+
+    set_threads(arguments.threads)
+    results = results_directory(study, arguments.results_root)
+    if arguments.command == "train":
+        print(jobs.train_job(plan, arguments.run, results, progress=not arguments.quiet))
+    elif arguments.command == "freeze":
+        print(jobs.freeze_job(plan, arguments.run, results))
+    elif arguments.command == "probe":
+        print(jobs.probe_job(plan, arguments.run, arguments.probe, results, arguments.device))
+    elif arguments.command == "baseline":
+        print(
+            jobs.baseline_job(
+                plan, arguments.environment, arguments.probe, arguments.baseline, arguments.seed, results
+            )
+        )
+    elif arguments.command == "collect":
+        from mesaprobe.analysis.tables import collect
+
+        missing = [path for path in plan.table_inputs if not (results / path).exists()]
+        if missing:
+            raise UserError(
+                f"{results / missing[0]}: probe table not found ({len(missing)} missing); run its job first"
+            )
+        written = collect(
+            [results / path for path in plan.table_inputs], results / "tables", resamples=arguments.resamples
+        )
+        print("\n".join(str(path) for path in written.values()))
+    elif arguments.command == "chart":
+        from mesaprobe.analysis.charts import make_charts
+
+        print("\n".join(str(path) for path in make_charts(results / "tables", results / "charts")))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parser().parse_args(argv)
+    try:
+        return run_command(arguments)
+    except UserError as error:
+        print(f"mesaprobe: error: {error}", file=sys.stderr)
+        return getattr(error, "exit_code", 2)
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
+    except KeyboardInterrupt:
+        print("mesaprobe: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

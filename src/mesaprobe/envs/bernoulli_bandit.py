@@ -1,0 +1,166 @@
+"""Batched Bernoulli multi-armed bandits with independent or dependent arm priors.
+
+Each task is one vector of arm success probabilities; an episode is ``horizon``
+pulls.  The agent sees the RL^2 input of Duan et al. (2016): one-hot previous
+action, previous reward, and the fraction of the episode elapsed.  Dependent
+priors are the two-armed bandits of Wang et al. (2016), where the arms pay with
+probabilities p and 1 - p.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor
+
+from mesaprobe.envs.base import Environment
+from mesaprobe.spec.settings import SettingError
+
+Prior = Literal[
+    "uniform", "beta", "dependent_uniform", "dependent_easy", "dependent_medium", "dependent_hard"
+]
+
+#: The two values p can take under each discrete dependent prior (Wang et al. 2016).
+DEPENDENT_LEVELS: dict[str, tuple[float, float]] = {
+    "dependent_easy": (0.1, 0.9),
+    "dependent_medium": (0.25, 0.75),
+    "dependent_hard": (0.4, 0.6),
+}
+
+
+@dataclass(frozen=True)
+class BernoulliBanditConfig:
+    arms: int = 2
+    """Number of arms (at least 2)."""
+    horizon: int = 100
+    """Pulls per episode."""
+    prior: Prior = "uniform"
+    """How arm probabilities are drawn. uniform: each arm independently U(0, 1);
+    beta: each arm independently Beta(prior_alpha, prior_beta); dependent_*: two arms
+    paying p and 1 - p with p ~ U(0, 1) (uniform) or p uniform on {0.1, 0.9} (easy),
+    {0.25, 0.75} (medium), {0.4, 0.6} (hard)."""
+    prior_alpha: float = 1.0
+    """First Beta parameter of the beta prior."""
+    prior_beta: float = 1.0
+    """Second Beta parameter of the beta prior."""
+
+    def validate(self) -> None:
+        if self.arms < 2:
+            raise SettingError("arms", f"expected at least 2 arms, got {self.arms}")
+        if self.horizon < 1:
+            raise SettingError("horizon", f"expected a positive horizon, got {self.horizon}")
+        if self.prior.startswith("dependent") and self.arms != 2:
+            raise SettingError("prior", f"the {self.prior} prior needs arms: 2, got arms: {self.arms}")
+        if self.prior_alpha <= 0 or self.prior_beta <= 0:
+            key = "prior_alpha" if self.prior_alpha <= 0 else "prior_beta"
+            raise SettingError(key, "expected a positive Beta parameter")
+        if self.prior != "beta" and (self.prior_alpha, self.prior_beta) != (1.0, 1.0):
+            raise SettingError("prior", "prior_alpha and prior_beta are only used with prior: beta")
+
+    @property
+    def independent_beta_prior(self) -> tuple[float, float] | None:
+        """(alpha, beta) when arms are independent Beta draws, else None."""
+        if self.prior == "uniform":
+            return (1.0, 1.0)
+        if self.prior == "beta":
+            return (self.prior_alpha, self.prior_beta)
+        return None
+
+
+@dataclass(frozen=True)
+class BanditTasks:
+    probs: Tensor
+    """(B, arms) success probability of each arm."""
+
+    @property
+    def batch(self) -> int:
+        return self.probs.shape[0]
+
+
+@dataclass(frozen=True)
+class BanditState:
+    tasks: BanditTasks
+    t: int
+    """Pulls made so far in this episode (the same for every episode of the batch)."""
+
+
+class BernoulliBandit(Environment):
+    kind: ClassVar[str] = "bandit"
+    Config: ClassVar[type] = BernoulliBanditConfig
+
+    def __init__(self, config: BernoulliBanditConfig):
+        super().__init__(config)
+        self.arms = config.arms
+        self.action_count = config.arms
+        self.observation_size = config.arms + 2  # one-hot action, reward, time fraction
+
+    def sample_tasks(self, n: int, generator: torch.Generator, device: torch.device | str) -> BanditTasks:
+        config = self.config
+        shape = (n, config.arms)
+        if config.prior in ("uniform", "beta"):
+            alpha, beta = config.independent_beta_prior
+            if (alpha, beta) == (1.0, 1.0):
+                probs = torch.rand(shape, generator=generator, device=device)
+            else:
+                probs = sample_beta(alpha, beta, shape, generator, device)
+        else:
+            if config.prior == "dependent_uniform":
+                p = torch.rand((n,), generator=generator, device=device)
+            else:
+                low, high = DEPENDENT_LEVELS[config.prior]
+                coin = torch.rand((n,), generator=generator, device=device) < 0.5
+                p = torch.where(coin, torch.tensor(high, device=device), torch.tensor(low, device=device))
+            probs = torch.stack([p, 1.0 - p], dim=1)  # (B, 2)
+        return BanditTasks(probs=probs)
+
+    def reset(self, tasks: BanditTasks) -> tuple[BanditState, Tensor]:
+        observation = torch.zeros(tasks.batch, self.observation_size, device=tasks.probs.device)
+        return BanditState(tasks=tasks, t=0), observation
+
+    def step(
+        self, state: BanditState, action: Tensor, generator: torch.Generator
+    ) -> tuple[BanditState, Tensor, Tensor, bool]:
+        """Pull ``action`` (B,) in every episode; rewards are drawn with common random numbers.
+
+        One uniform per episode per step decides the reward whatever arm is pulled,
+        so two agents playing the same tasks with the same generator see the same
+        luck, which sharpens comparisons between them.
+        """
+        probs = state.tasks.probs
+        luck = torch.rand(probs.shape[0], generator=generator, device=probs.device)
+        reward = (luck < self.expected_reward(state.tasks, action)).to(probs.dtype)
+        t = state.t + 1
+        observation = self.observation(action, reward, t)
+        return BanditState(tasks=state.tasks, t=t), observation, reward, t >= self.horizon
+
+    def observation(self, action: Tensor, reward: Tensor, t: int) -> Tensor:
+        """RL^2 input after ``t`` pulls: one-hot last action, last reward, t / horizon."""
+        one_hot = torch.nn.functional.one_hot(action, self.arms).to(reward.dtype)
+        time = torch.full_like(reward, t / self.horizon)
+        return torch.cat([one_hot, reward[:, None], time[:, None]], dim=1)  # (B, arms + 2)
+
+    @staticmethod
+    def expected_reward(tasks: BanditTasks, action: Tensor) -> Tensor:
+        return tasks.probs.gather(1, action[:, None]).squeeze(1)
+
+    @staticmethod
+    def best_expected_reward(tasks: BanditTasks) -> Tensor:
+        return tasks.probs.max(dim=1).values
+
+    @staticmethod
+    def decode_observation(observation: Tensor, arms: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Split an observation into (previous action, previous reward, has_previous)."""
+        one_hot = observation[:, :arms]
+        has_previous = one_hot.sum(dim=1) > 0
+        return one_hot.argmax(dim=1), observation[:, arms], has_previous
+
+
+def sample_beta(
+    alpha: float, beta: float, shape: tuple[int, ...], generator: torch.Generator, device
+) -> Tensor:
+    """Beta(alpha, beta) draws from an explicit generator (via two Gamma draws)."""
+    x = torch._standard_gamma(torch.full(shape, alpha, device=device), generator=generator)
+    y = torch._standard_gamma(torch.full(shape, beta, device=device), generator=generator)
+    return x / (x + y)

@@ -1,0 +1,253 @@
+"""The jobs of a study, one function per pipeline step; the command line calls these.
+
+Each job takes the loaded :class:`~mesaprobe.spec.Plan`, finds its own piece of work
+by id, and writes its outputs under ``results/<study>/`` atomically.  Nothing here
+knows about Snakemake: every step can be run by hand through ``mesaprobe <step>``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+
+from mesaprobe.agents import ModelAgent
+from mesaprobe.artifacts import provenance, write_json
+from mesaprobe.device import resolve_device
+from mesaprobe.envs import ENVIRONMENTS, Environment
+from mesaprobe.errors import ArtifactError, UserError
+from mesaprobe.frozen import freeze, load_frozen
+from mesaprobe.models import build_model
+from mesaprobe.probes import PROBES
+from mesaprobe.seeding import derive_seed, make_generator
+from mesaprobe.spec import Component, Plan, Run
+from mesaprobe.spec.plan import ProbeJob
+from mesaprobe.train.a2c import HISTORY_KEYS, TrainingState, load_checkpoint, save_checkpoint, train
+
+CHECKPOINT = "checkpoint.pt"
+PARTIAL = "partial.pt"
+TRAIN_MANIFEST = "train.json"
+RESOLVED = "resolved.json"
+FROZEN_WEIGHTS = "frozen.safetensors"
+FROZEN_MANIFEST = "frozen.json"
+
+
+def make_environment(component: Component) -> Environment:
+    return ENVIRONMENTS.get(component.family)(component.config)
+
+
+def find_run(plan: Plan, run_id: str) -> Run:
+    try:
+        return plan.run(run_id)
+    except KeyError:
+        known = ", ".join(run.id for run in plan.runs[:5]) + (" ..." if len(plan.runs) > 5 else "")
+        raise UserError(
+            f"{plan.study.file}: no run {run_id!r} in this study (runs: {known or 'none'})"
+        ) from None
+
+
+def new_model(run: Run, environment: Environment):
+    """The run's freshly initialised model (initial weights depend on run settings and seed only)."""
+    with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
+        torch.manual_seed(derive_seed("init", run.config_hash, run.seed))
+        return build_model(
+            run.architecture.family,
+            run.architecture.config,
+            environment.observation_size,
+            environment.action_count + 1,
+        )
+
+
+def identity(plan: Plan, run: Run) -> dict[str, Any]:
+    """What a checkpoint must match to be resumed: the run's settings and seed."""
+    return {"run": run.id, "resolved": run.resolved, "seed": run.seed}
+
+
+def train_job(plan: Plan, run_id: str, results: Path, progress: bool = True) -> Path:
+    """Train one run to ``runs/<run>/checkpoint.pt`` (resuming from ``partial.pt`` if present)."""
+    run = find_run(plan, run_id)
+    directory = results / run.directory
+    environment = make_environment(run.environment)
+    device = resolve_device(run.training.device)
+    model = new_model(run, environment).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=run.training.lr)
+    state = TrainingState(
+        model=model,
+        optimizer=optimizer,
+        task_generator=make_generator("train-tasks", run.config_hash, run.seed, device=device),
+        action_generator=make_generator("train-actions", run.config_hash, run.seed, device=device),
+    )
+    partial = directory / PARTIAL
+    expected = identity(plan, run)
+    if partial.exists():
+        state.load_checkpoint(load_checkpoint(partial, expected))
+        print(f"{run.id}: resuming from {partial} at update {state.update}", flush=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_json(
+        directory / RESOLVED, {"run": run.id, "seed": run.seed, "study": plan.study.name, **run.resolved}
+    )
+    started = time.perf_counter()
+    train(environment, state, run.training, partial, expected, progress=progress, description=run.id)
+    session_seconds = time.perf_counter() - started
+    checkpoint = directory / CHECKPOINT
+    save_checkpoint(state, checkpoint, expected)
+    last = state.history[-min(10, len(state.history)) :]
+    write_json(
+        directory / TRAIN_MANIFEST,
+        {
+            "run": run.id,
+            "study": plan.study.name,
+            "spec_hash": plan.study.spec_hash,
+            "seed": run.seed,
+            "updates": state.update,
+            "env_steps": state.env_steps,
+            "wall_seconds": state.wall_seconds,
+            "env_steps_per_second": state.env_steps / max(state.wall_seconds, 1e-9),
+            "session_seconds": session_seconds,
+            "final_metrics": {key: sum(entry[key] for entry in last) / len(last) for key in HISTORY_KEYS[2:]},
+            "history": state.history,
+            **provenance(str(device)),
+        },
+    )
+    partial.unlink(missing_ok=True)
+    return checkpoint
+
+
+def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:
+    """Turn ``checkpoint.pt`` into ``frozen.safetensors`` + ``frozen.json``."""
+    run = find_run(plan, run_id)
+    directory = results / run.directory
+    environment = make_environment(run.environment)
+    model = new_model(run, environment)
+    checkpoint = load_checkpoint(directory / CHECKPOINT, identity(plan, run))
+    model.load_state_dict(checkpoint["model"])
+    history = checkpoint["history"]
+    last = history[-min(10, len(history)) :] or [{key: float("nan") for key in HISTORY_KEYS}]
+    manifest = {
+        "run": run.id,
+        "study": plan.study.name,
+        "spec_hash": plan.study.spec_hash,
+        "seed": run.seed,
+        "agent": run.agent,
+        "environment": run.environment.label,
+        "variant": run.variant,
+        "resolved": run.resolved,
+        "input_size": environment.observation_size,
+        "output_size": environment.action_count + 1,
+        "training": {
+            "updates": checkpoint["update"],
+            "env_steps": checkpoint["env_steps"],
+            "wall_seconds": checkpoint["wall_seconds"],
+            "final_metrics": {key: sum(entry[key] for entry in last) / len(last) for key in HISTORY_KEYS[2:]},
+        },
+        **provenance("cpu"),
+    }
+    freeze(model, directory / FROZEN_WEIGHTS, directory / FROZEN_MANIFEST, manifest)
+    return directory / FROZEN_MANIFEST
+
+
+def find_probe_job(plan: Plan, run_id: str, probe: str) -> ProbeJob:
+    for job in plan.probe_jobs:
+        if job.run.id == run_id and probe in (job.probe.label, job.probe.id):
+            return job
+    raise UserError(f"{plan.study.file}: no probe {probe!r} of run {run_id!r} in this study")
+
+
+def identifying_columns(
+    plan: Plan,
+    environment: Component,
+    probe: Component,
+    agent: str,
+    kind: str,
+    run: str,
+    seed: int,
+    variant: str,
+) -> dict[str, Any]:
+    return {
+        "study": plan.study.name,
+        "environment": environment.label,
+        "variant": variant,
+        "probe": probe.label,
+        "agent": agent,
+        "agent_kind": kind,
+        "run": run,
+        "seed": seed,
+    }
+
+
+def write_table(rows: pl.DataFrame, columns: dict[str, Any], path: Path) -> Path:
+    from mesaprobe.analysis.tables import PROBE_COLUMNS, write_probe_table
+
+    frame = rows.with_columns(*(pl.lit(value).alias(name) for name, value in columns.items()))
+    frame = frame.select(pl.col(name).cast(dtype) for name, dtype in PROBE_COLUMNS.items())
+    write_probe_table(frame, path)
+    return path
+
+
+def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: str = "auto") -> Path:
+    """Run one probe of one frozen run; the frozen weights are checked before and after."""
+    job = find_probe_job(plan, run_id, probe)
+    run = job.run
+    device = resolve_device(device_name)
+    frozen = load_frozen(results / run.directory / FROZEN_MANIFEST, device)
+    if frozen.manifest["run"] != run.id:
+        raise ArtifactError(
+            frozen.manifest_path, f"belongs to run {frozen.manifest['run']!r}, not {run.id!r}"
+        )
+    environment = make_environment(run.environment)
+    probe_kind = PROBES.get(job.probe.family)(job.probe.config)
+    agent = ModelAgent(frozen.model, environment.action_count, policy=job.probe.config.policy)
+    rows = probe_kind.run(
+        agent,
+        environment,
+        heldout_key=(run.environment.id, job.probe.id, run.seed),
+        agent_key=(run.id, job.probe.id),
+        device=device,
+    )
+    frozen.check_unchanged()
+    columns = identifying_columns(
+        plan, run.environment, job.probe, run.agent, "architecture", run.id, run.seed, run.variant
+    )
+    return write_table(rows, columns, results / job.output)
+
+
+def baseline_job(plan: Plan, environment: str, probe: str, baseline: str, seed: int, results: Path) -> Path:
+    """Play one baseline on the held-out tasks that the architectures of ``seed`` face."""
+    from mesaprobe.baselines import BASELINES
+
+    for job in plan.baseline_jobs:
+        if (
+            environment in (job.environment.label, job.environment.id)
+            and probe in (job.probe.label, job.probe.id)
+            and baseline in (job.baseline.label, job.baseline.id)
+            and seed == job.seed
+        ):
+            break
+    else:
+        raise UserError(
+            f"{plan.study.file}: no baseline job ({environment}, {probe}, {baseline}, seed {seed}) in this study"
+        )
+    env = make_environment(job.environment)
+    agent = BASELINES.get(job.baseline.family)(job.baseline.config, env)
+    probe_kind = PROBES.get(job.probe.family)(job.probe.config)
+    rows = probe_kind.run(
+        agent,
+        env,
+        heldout_key=(job.environment.id, job.probe.id, job.seed),
+        agent_key=(job.baseline.id, job.probe.id),
+        device="cpu",
+    )
+    columns = identifying_columns(
+        plan,
+        job.environment,
+        job.probe,
+        job.baseline.label,
+        "baseline",
+        job.baseline.id,
+        job.seed,
+        job.environment.variant,
+    )
+    return write_table(rows, columns, results / job.output)

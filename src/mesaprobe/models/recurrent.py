@@ -1,0 +1,77 @@
+"""Recurrent architectures: GRU and LSTM (cuDNN kernels on GPU, MKL on CPU).
+
+The layers are kept as separate single-layer modules so that probes can read every
+layer's hidden sequence; acting runs the same modules on sequences of length one,
+so ``step`` and ``forward`` share all weights and kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from mesaprobe.models.base import SequenceModel
+from mesaprobe.spec.settings import SettingError
+
+
+@dataclass(frozen=True)
+class RecurrentConfig:
+    hidden: int = 64
+    """Units in each recurrent layer."""
+    layers: int = 1
+    """Stacked recurrent layers."""
+
+    def validate(self) -> None:
+        if self.hidden < 1:
+            raise SettingError("hidden", f"expected a positive size, got {self.hidden}")
+        if self.layers < 1:
+            raise SettingError("layers", f"expected at least one layer, got {self.layers}")
+
+
+class Recurrent(SequenceModel):
+    """Shared body of GRU and LSTM; subclasses name the torch cell (``cell``)."""
+
+    Config: ClassVar[type] = RecurrentConfig
+    cell: ClassVar[type[nn.RNNBase]]
+
+    def __init__(self, config: RecurrentConfig, input_size: int, output_size: int):
+        super().__init__(config, input_size, output_size)
+        sizes = [input_size] + [config.hidden] * config.layers
+        self.rnns = nn.ModuleList(
+            self.cell(sizes[i], sizes[i + 1], batch_first=True) for i in range(config.layers)
+        )
+        self.head = nn.Linear(config.hidden, output_size)
+
+    def initial_state(self, batch: int, horizon: int, device: torch.device | str) -> list:
+        zeros = lambda: torch.zeros(1, batch, self.config.hidden, device=device)  # noqa: E731
+        if self.cell is nn.LSTM:
+            return [(zeros(), zeros()) for _ in self.rnns]
+        return [zeros() for _ in self.rnns]
+
+    def step(self, state: list, x: Tensor) -> tuple[list, Tensor]:
+        h = x[:, None]  # (B, 1, I)
+        new_state = []
+        for rnn, layer_state in zip(self.rnns, state, strict=True):
+            h, layer_state = rnn(h, layer_state)  # (B, 1, H)
+            new_state.append(layer_state)
+        return new_state, self.head(h[:, 0])
+
+    def forward(self, xs: Tensor, return_hidden: bool = False):
+        h = xs  # (B, T, I)
+        hidden = {}
+        for i, rnn in enumerate(self.rnns):
+            h, _ = rnn(h)  # (B, T, H)
+            hidden[f"layer{i + 1}"] = h
+        ys = self.head(h)  # (B, T, O)
+        return (ys, hidden) if return_hidden else ys
+
+
+class GRU(Recurrent):
+    cell = nn.GRU
+
+
+class LSTM(Recurrent):
+    cell = nn.LSTM

@@ -1,0 +1,91 @@
+"""The adaptation probe: a frozen agent plays held-out tasks; per-step metrics show learning.
+
+Held-out tasks come from a generator named by (environment, probe, seed), disjoint
+from every training stream, and shared by every agent evaluated at that seed, so
+architectures and baselines face the same tasks and the same reward luck (common
+random numbers); only each agent's own action sampling differs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import polars as pl
+import torch
+
+from mesaprobe.envs.base import Environment
+from mesaprobe.metrics import STEP_METRICS, bandit_step_metrics
+from mesaprobe.seeding import make_generator
+from mesaprobe.spec.settings import SettingError
+from mesaprobe.train.rollout import play
+
+
+@dataclass(frozen=True)
+class AdaptationConfig:
+    episodes: int = 2000
+    """Held-out tasks played, one episode each."""
+    policy: Literal["sample", "greedy"] = "sample"
+    """How a trained model picks actions: sample from its policy, or take the most likely."""
+    batch: int = 1000
+    """Episodes played at once (memory bound only; results do not depend on it)."""
+
+    def validate(self) -> None:
+        for name in ("episodes", "batch"):
+            if getattr(self, name) < 1:
+                raise SettingError(name, f"expected a positive integer, got {getattr(self, name)}")
+
+
+class AdaptationProbe:
+    """Per-step expected reward, regret and cumulative regret on held-out tasks."""
+
+    Config: ClassVar[type] = AdaptationConfig
+    serves: ClassVar[tuple[str, ...]] = ("bandit",)
+
+    def __init__(self, config: AdaptationConfig):
+        self.config = config
+
+    def run(
+        self,
+        agent,
+        environment: Environment,
+        heldout_key: tuple,
+        agent_key: tuple,
+        device: torch.device | str = "cpu",
+    ) -> pl.DataFrame:
+        """Play ``config.episodes`` held-out episodes; long table (episode, step, metric, value).
+
+        ``heldout_key`` names the task and reward-luck streams (shared by all agents at
+        one seed); ``agent_key`` names the agent's own action-sampling stream.
+        """
+        task_generator = make_generator("heldout-tasks", *heldout_key, device=device)
+        luck_generator = make_generator("heldout-luck", *heldout_key, device=device)
+        action_generator = make_generator("actions", *agent_key, device=device)
+        frames = []
+        with torch.inference_mode():
+            for start in range(0, self.config.episodes, self.config.batch):
+                count = min(self.config.batch, self.config.episodes - start)
+                tasks = environment.sample_tasks(count, task_generator, device)
+                trajectory = play(environment, tasks, agent, luck_generator, action_generator)
+                metrics = bandit_step_metrics(trajectory.expected_rewards, trajectory.best_expected_rewards)
+                frames.append(long_table(metrics, first_episode=start))
+        return pl.concat(frames)
+
+
+def long_table(metrics: dict[str, torch.Tensor], first_episode: int = 0) -> pl.DataFrame:
+    """(B, T) tensors per metric -> rows (episode, step, metric, value), steps counted from 1."""
+    batch, horizon = next(iter(metrics.values())).shape
+    episode = torch.arange(first_episode, first_episode + batch).repeat_interleave(horizon)
+    step = torch.arange(1, horizon + 1).repeat(batch)
+    frames = [
+        pl.DataFrame(
+            {
+                "episode": episode.numpy(),
+                "step": step.numpy(),
+                "metric": name,
+                "value": metrics[name].detach().to("cpu", torch.float64).reshape(-1).numpy(),
+            }
+        )
+        for name in STEP_METRICS
+    ]
+    return pl.concat(frames).with_columns(pl.col("episode", "step").cast(pl.Int64))

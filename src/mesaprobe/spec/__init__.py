@@ -1,0 +1,18 @@
+"""Studies: loading, validation, grid expansion, ids and the plan of jobs."""
+
+from mesaprobe.spec.plan import BaselineJob, Plan, ProbeJob, Run, make_plan, results_directory
+from mesaprobe.spec.study import Component, Study, load_study, settings_hash, study_schema
+
+__all__ = [
+    "BaselineJob",
+    "Component",
+    "Plan",
+    "ProbeJob",
+    "Run",
+    "Study",
+    "load_study",
+    "make_plan",
+    "results_directory",
+    "settings_hash",
+    "study_schema",
+]

@@ -1,0 +1,203 @@
+"""The plan of a study: every run, probe and baseline job, with stable ids and output paths.
+
+Ids are readable names plus a short hash of the resolved settings, so changing a
+setting gives new ids (and new output paths) while an unchanged job keeps its
+outputs.  Paths are relative to ``results/<study>/``; the Snakefile and the command
+line both take them from here, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mesaprobe.errors import SpecError
+from mesaprobe.spec.settings import SettingError, as_dict
+from mesaprobe.spec.study import Component, Study, settings_hash
+from mesaprobe.train.config import TrainingConfig
+
+#: Training settings that change where or how often work happens, not what is learned.
+OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every")
+
+
+def join_variants(*variants: str) -> str:
+    return ",".join(variant for variant in variants if variant)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One trained model: environment x architecture x training settings x seed."""
+
+    environment: Component
+    architecture: Component
+    training: TrainingConfig
+    training_variant: str
+    seed: int
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        training = {
+            key: value
+            for key, value in as_dict(self.training).items()
+            if key not in OPERATIONAL_TRAINING_KEYS
+        }
+        return {
+            "environment": self.environment.resolved,
+            "architecture": self.architecture.resolved,
+            "training": training,
+        }
+
+    @property
+    def config_hash(self) -> str:
+        """Hash of everything but the seed: runs differing only by seed share it."""
+        return settings_hash(self.resolved)
+
+    @property
+    def id(self) -> str:
+        return f"{self.environment.name}-{self.architecture.name}-{self.config_hash}-s{self.seed}"
+
+    @property
+    def agent(self) -> str:
+        """The agent's name in tables: architecture name plus its grid values."""
+        variant = join_variants(self.architecture.variant, self.training_variant)
+        return f"{self.architecture.name}[{variant}]" if variant else self.architecture.name
+
+    @property
+    def variant(self) -> str:
+        return join_variants(self.environment.variant, self.architecture.variant, self.training_variant)
+
+    @property
+    def directory(self) -> str:
+        return f"runs/{self.id}"
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """A probe of one frozen run."""
+
+    run: Run
+    probe: Component
+
+    @property
+    def output(self) -> str:
+        return f"probes/{self.run.id}/{self.probe.id}.parquet"
+
+
+@dataclass(frozen=True)
+class BaselineJob:
+    """A baseline played on one environment and probe, with the held-out tasks of one seed."""
+
+    environment: Component
+    probe: Component
+    baseline: Component
+    seed: int
+
+    @property
+    def output(self) -> str:
+        return f"baselines/{self.environment.id}/{self.probe.id}/{self.baseline.id}-s{self.seed}.parquet"
+
+
+@dataclass(frozen=True)
+class Plan:
+    study: Study
+    runs: tuple[Run, ...]
+    probe_jobs: tuple[ProbeJob, ...]
+    baseline_jobs: tuple[BaselineJob, ...]
+
+    def run(self, run_id: str) -> Run:
+        for run in self.runs:
+            if run.id == run_id:
+                return run
+        raise KeyError(run_id)
+
+    @property
+    def table_inputs(self) -> list[str]:
+        """Every probe and baseline table the collect step reads."""
+        return [job.output for job in self.probe_jobs] + [job.output for job in self.baseline_jobs]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "study": self.study.name,
+            "spec": self.study.file,
+            "spec_hash": self.study.spec_hash,
+            "runs": [
+                {
+                    "id": run.id,
+                    "environment": run.environment.label,
+                    "agent": run.agent,
+                    "seed": run.seed,
+                    "variant": run.variant,
+                    "resolved": run.resolved,
+                }
+                for run in self.runs
+            ],
+            "probes": [
+                {"run": job.run.id, "probe": job.probe.label, "output": job.output} for job in self.probe_jobs
+            ],
+            "baselines": [
+                {
+                    "environment": job.environment.label,
+                    "probe": job.probe.label,
+                    "baseline": job.baseline.label,
+                    "seed": job.seed,
+                    "output": job.output,
+                }
+                for job in self.baseline_jobs
+            ],
+        }
+
+
+def serves(component_class: type, environment_class: type) -> bool:
+    return environment_class.kind in getattr(component_class, "serves", ())
+
+
+def with_overrides(study: Study, architecture: Component, training: TrainingConfig) -> TrainingConfig:
+    """The study's training settings with the architecture's own overrides applied."""
+    override = study.training_overrides.get(architecture.label) or {}
+    if not override:
+        return training
+    merged = dataclasses.replace(training, **override)
+    try:
+        merged.validate()
+    except SettingError as error:
+        key = f"architectures.{architecture.name}.training.{error.key}"
+        raise SpecError(study.file, key, error.problem) from None
+    return merged
+
+
+def make_plan(study: Study) -> Plan:
+    """Expand a study into its jobs (identical runs from different grid points appear once)."""
+    from mesaprobe.baselines import BASELINES
+    from mesaprobe.envs import ENVIRONMENTS
+    from mesaprobe.probes import PROBES
+
+    runs: dict[str, Run] = {}
+    for environment in study.environments:
+        for architecture in study.architectures:
+            for training, training_variant in study.trainings:
+                resolved_training = with_overrides(study, architecture, training)
+                for seed in study.seeds:
+                    run = Run(environment, architecture, resolved_training, training_variant, seed)
+                    runs.setdefault(run.id, run)
+    probe_jobs = [
+        ProbeJob(run, probe)
+        for run in runs.values()
+        for probe in study.probes
+        if serves(PROBES.get(probe.family), ENVIRONMENTS.get(run.environment.family))
+    ]
+    baseline_jobs = [
+        BaselineJob(environment, probe, baseline, seed)
+        for environment in study.environments
+        for probe in study.probes
+        if serves(PROBES.get(probe.family), ENVIRONMENTS.get(environment.family))
+        for baseline in study.baselines
+        if serves(BASELINES.get(baseline.family), ENVIRONMENTS.get(environment.family))
+        for seed in study.seeds
+    ]
+    return Plan(study, tuple(runs.values()), tuple(probe_jobs), tuple(baseline_jobs))
+
+
+def results_directory(study: Study, root: str | Path = "results") -> Path:
+    return Path(root) / study.name

@@ -1,0 +1,260 @@
+"""Loading a study: YAML -> JSON schema -> typed, frozen settings (one way only).
+
+``load_study(path)`` reads the file with ``yaml.safe_load`` (no Python objects can
+be constructed from a study), checks it against ``study.schema.yaml``, expands the
+grid, and builds every block into its typed settings dataclass.  Anything wrong is
+one :class:`~mesaprobe.errors.SpecError` naming the file, the key path and what was
+expected.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from mesaprobe.errors import SpecError
+from mesaprobe.registry import UnknownName
+from mesaprobe.spec.settings import as_dict, build, describe
+from mesaprobe.train.config import TrainingConfig
+
+
+@cache
+def study_schema() -> dict[str, Any]:
+    """The JSON schema every study must satisfy (``workflow/schemas`` links to this file)."""
+    text = resources.files("mesaprobe.spec").joinpath("study.schema.yaml").read_text()
+    return yaml.safe_load(text)
+
+
+def settings_hash(data: Any, length: int = 8) -> str:
+    """A short, stable hash of JSON-ready settings (key order does not matter)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+@dataclass(frozen=True)
+class Component:
+    """One named, typed block of a study: an environment, architecture, probe or baseline."""
+
+    name: str
+    """The name the study gives it (``bandit2``, ``gru``, ``adaptation``)."""
+    family: str
+    """Its registry name (``bernoulli_bandit``, ``gru``, ``adaptation``)."""
+    config: Any
+    """Its family's frozen settings dataclass."""
+    variant: str = ""
+    """Grid values that apply to it, e.g. ``hidden=32`` (empty without a grid)."""
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        return {"family": self.family, **as_dict(self.config)}
+
+    @property
+    def label(self) -> str:
+        """The name shown in tables and charts: the study's name plus its grid values."""
+        return f"{self.name}[{self.variant}]" if self.variant else self.name
+
+    @property
+    def id(self) -> str:
+        """Readable name plus a short hash of the resolved settings (stable across studies)."""
+        return f"{self.name}-{settings_hash(self.resolved)}"
+
+
+@dataclass(frozen=True)
+class Study:
+    """A validated study, grid expanded; see :func:`mesaprobe.spec.plan.make_plan` for its jobs."""
+
+    name: str
+    file: str
+    spec_hash: str
+    seeds: tuple[int, ...]
+    environments: tuple[Component, ...]
+    architectures: tuple[Component, ...]
+    trainings: tuple[tuple[TrainingConfig, str], ...]
+    """Each training setting with its grid label (one entry without a training grid)."""
+    training_overrides: dict[str, dict[str, Any]]
+    """Architecture label -> training settings it overrides (``architectures.<name>.training``)."""
+    probes: tuple[Component, ...]
+    baselines: tuple[Component, ...]
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a YAML file safely; every failure is a SpecError naming the file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError(path, "", "file not found") from None
+    except IsADirectoryError:
+        raise SpecError(path, "", "expected a YAML file, got a directory") from None
+    except OSError as error:
+        raise SpecError(path, "", f"cannot be read ({error.strerror})") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(
+            path, "", f"expected UTF-8 text, found byte 0x{raw[error.start]:02x} at offset {error.start}"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise SpecError(path, "", f"not valid YAML{where}: {' '.join(str(problem).split())}") from None
+
+
+def schema_error(path: Path, data: Any) -> SpecError | None:
+    """The most relevant JSON-schema violation of ``data``, as one SpecError."""
+    validator = jsonschema.Draft202012Validator(study_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(data))
+    if error is None:
+        return None
+    key = ".".join(str(part) for part in error.absolute_path)
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        key = ".".join([*map(str, error.absolute_path), str(extra[0])]) if extra else key
+        return SpecError(path, key, f"unknown key; expected one of: {', '.join(allowed)}")
+    if error.validator == "propertyNames":
+        return SpecError(path, key, f"names must be lowercase snake_case identifiers ({error.message})")
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return SpecError(path, ".".join(filter(None, [key, missing])), "required key is missing")
+    if error.validator == "type":
+        return SpecError(path, key, f"expected {error.validator_value}, got {describe(error.instance)}")
+    if error.validator == "oneOf" and key == "baselines":
+        return SpecError(path, key, "expected a list of baseline names or a mapping name -> {family: ...}")
+    description = error.schema.get("description") if isinstance(error.schema, dict) else None
+    hint = f" ({description})" if description and error.validator in ("enum", "pattern") else ""
+    return SpecError(path, key, f"{error.message}{hint}")
+
+
+def set_dotted(data: dict, dotted: str, value: Any, path: Path) -> None:
+    """Set ``a.b.c`` in nested ``data``; the parent mapping must already exist."""
+    *parents, leaf = dotted.split(".")
+    node: Any = data
+    walked = []
+    for part in parents:
+        walked.append(part)
+        if part not in node and parents[0] == "training":
+            node[part] = {}
+        if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+            raise SpecError(path, f"grid.{dotted}", f"{'.'.join(walked)} is not a block of this study")
+        node = node[part]
+    node[leaf] = value
+
+
+def grid_points(data: dict, path: Path) -> list[tuple[dict, dict[str, Any]]]:
+    """Every product point of the grid: (study data with the values set, {dotted key: value})."""
+    grid = data.get("grid") or {}
+    if not grid:
+        return [(data, {})]
+    keys = sorted(grid)
+    points = []
+    for values in itertools.product(*(grid[key] for key in keys)):
+        point = dict(zip(keys, values, strict=True))
+        expanded = copy.deepcopy(data)
+        if "training" not in expanded:
+            expanded["training"] = {}
+        for key, value in point.items():
+            set_dotted(expanded, key, value, path)
+        points.append((expanded, point))
+    return points
+
+
+def load_study(path: str | Path) -> Study:
+    """Read, validate and expand the study at ``path``; SpecError on any problem."""
+    from mesaprobe.baselines import BASELINES
+    from mesaprobe.envs import ENVIRONMENTS
+    from mesaprobe.models import ARCHITECTURES
+    from mesaprobe.probes import PROBES
+
+    path = Path(path)
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise SpecError(path, "", f"expected a mapping of study keys, got {describe(data)}")
+    error = schema_error(path, data)
+    if error is not None:
+        raise error
+
+    environments: dict[str, Component] = {}
+    architectures: dict[str, Component] = {}
+    probes: dict[str, Component] = {}
+    trainings: dict[str, tuple[TrainingConfig, str]] = {}
+    overrides: dict[str, dict[str, Any]] = {}
+    baselines: dict[str, Component] = {}
+    for expanded, point in grid_points(data, path):
+
+        def variant(prefix: str, point=point) -> str:
+            return ",".join(
+                f"{key.removeprefix(prefix)}={value}"
+                for key, value in point.items()
+                if key.startswith(prefix)
+            )
+
+        for name, block in expanded["environments"].items():
+            component = make_component(
+                ENVIRONMENTS,
+                "family",
+                block,
+                f"environments.{name}",
+                name,
+                path,
+                variant(f"environments.{name}."),
+            )
+            environments.setdefault(component.label, component)
+        for name, block in (expanded.get("architectures") or {}).items():
+            key = f"architectures.{name}"
+            component = make_component(ARCHITECTURES, "family", block, key, name, path, variant(f"{key}."))
+            architectures.setdefault(component.label, component)
+            override = block.get("training") or {}
+            build(TrainingConfig, override, key=f"{key}.training", file=str(path))  # types, unknown keys
+            overrides.setdefault(component.label, dict(override))
+        for name, block in (expanded.get("probes") or {"adaptation": {"kind": "adaptation"}}).items():
+            component = make_component(
+                PROBES, "kind", block, f"probes.{name}", name, path, variant(f"probes.{name}.")
+            )
+            probes.setdefault(component.label, component)
+        training = build(TrainingConfig, expanded.get("training"), key="training", file=str(path))
+        trainings.setdefault(variant("training."), (training, variant("training.")))
+        raw_baselines = expanded.get("baselines") or []
+        if isinstance(raw_baselines, list):
+            raw_baselines = {name: {"family": name} for name in raw_baselines}
+        for name, block in raw_baselines.items():
+            component = make_component(BASELINES, "family", block, f"baselines.{name}", name, path, "")
+            baselines.setdefault(component.label, component)
+
+    return Study(
+        name=data["study"],
+        file=str(path),
+        spec_hash=settings_hash(data, length=16),
+        seeds=tuple(data.get("seeds", [0])),
+        environments=tuple(environments.values()),
+        architectures=tuple(architectures.values()),
+        trainings=tuple(trainings.values()),
+        training_overrides=overrides,
+        probes=tuple(probes.values()),
+        baselines=tuple(baselines.values()),
+    )
+
+
+def make_component(
+    registry, selector: str, block: dict, key: str, name: str, path: Path, variant: str
+) -> Component:
+    """Look up ``block[selector]`` in ``registry`` and build its typed settings."""
+    try:
+        family_class = registry.get(block[selector])
+    except UnknownName as error:
+        raise SpecError(path, f"{key}.{selector}", str(error)) from None
+    drop = (selector, "training") if registry.axis == "architecture family" else (selector,)
+    config = build(family_class.Config, block, key=key, file=str(path), drop=drop)
+    return Component(name=name, family=block[selector], config=config, variant=variant)

@@ -1,0 +1,60 @@
+"""Training settings: the ``training`` block of a study."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from mesaprobe.spec.settings import SettingError
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    algorithm: Literal["a2c"] = "a2c"
+    """Learning algorithm. a2c: advantage actor-critic over whole episodes."""
+    env_steps: int = 4_000_000
+    """Environment steps to train for (episodes x horizon), rounded up to whole updates."""
+    batch: int = 64
+    """Episodes played in parallel per update (each a fresh task)."""
+    lr: float = 3.0e-3
+    """Adam learning rate (decayed linearly to lr_final_fraction x lr)."""
+    lr_final_fraction: float = 0.1
+    """Learning rate at the end of training as a fraction of lr."""
+    gamma: float = 0.8
+    """Discount of future reward in the advantage estimate."""
+    gae_lambda: float = 0.5
+    """GAE(lambda) parameter: 0 = one-step TD, 1 = Monte Carlo returns."""
+    value_coef: float = 0.5
+    """Weight of the value regression loss."""
+    entropy_coef: float = 0.01
+    """Initial weight of the policy entropy bonus (decays linearly to entropy_final)."""
+    entropy_final: float = 0.0
+    """Entropy bonus weight at the end of training."""
+    max_grad_norm: float = 1.0
+    """Gradient norm clip."""
+    normalize_advantages: bool = True
+    """Standardise advantages within each update."""
+    checkpoint_every: int = 50
+    """Updates between resumable checkpoints (partial.pt in the run directory)."""
+    device: str = "auto"
+    """Where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
+
+    def validate(self) -> None:
+        for name in ("env_steps", "batch", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise SettingError(name, f"expected a positive integer, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise SettingError("lr", f"expected a positive learning rate, got {self.lr}")
+        for name in ("gamma", "gae_lambda", "lr_final_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SettingError(name, f"expected a number in [0, 1], got {getattr(self, name)}")
+        for name in ("value_coef", "entropy_coef", "entropy_final", "max_grad_norm"):
+            if getattr(self, name) < 0:
+                raise SettingError(name, f"expected a non-negative number, got {getattr(self, name)}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise SettingError("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def updates(self, horizon: int) -> int:
+        """Number of updates that covers env_steps (whole batches of whole episodes)."""
+        per_update = self.batch * horizon
+        return -(-self.env_steps // per_update)

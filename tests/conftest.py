@@ -1,0 +1,37 @@
+"""Shared fixtures: one torch thread (fast and deterministic on small CPUs), tiny studies."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_STUDY = """\
+study: tiny
+seeds: [0, 1]
+environments:
+  bandit2: {family: bernoulli_bandit, arms: 2, horizon: 8, prior: uniform}
+architectures:
+  gru: {family: gru, hidden: 8}
+  transformer: {family: transformer, d_model: 8, layers: 1, heads: 2, training: {lr: 1.0e-3}}
+  memoryless: {family: memoryless, hidden: 8}
+training: {env_steps: 256, batch: 16, checkpoint_every: 1}
+probes:
+  adaptation: {kind: adaptation, episodes: 40, batch: 16}
+baselines: [random, thompson]
+"""
+
+
+@pytest.fixture
+def tiny_spec(tmp_path: Path) -> Path:
+    """A complete study that trains in well under a second per run."""
+    path = tmp_path / "specs" / "tiny.yaml"
+    path.parent.mkdir()
+    path.write_text(textwrap.dedent(TINY_STUDY))
+    return path
