@@ -33,6 +33,10 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     temporary_path = Path(temporary)
     try:
         yield temporary_path
+        # mkstemp creates owner-only files; give outputs the usual umask-based mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary_path, 0o666 & ~umask)
         os.replace(temporary_path, target)
     finally:
         temporary_path.unlink(missing_ok=True)

@@ -1,0 +1,29 @@
+# mesaprobe: train -> freeze -> probe -> collect -> chart, for one study.
+#
+#   snakemake --cores all                                   # the quickstart study
+#   snakemake --cores all --config spec=specs/other.yaml    # any study
+#   snakemake --report results/quickstart/report.html       # the report, after a run
+#   snakemake --profile workflow/profiles/slurm             # on a SLURM cluster
+#
+# The study file is expanded by mesaprobe.spec into a plan of jobs with stable ids;
+# every rule is one `mesaprobe <step>` command (see workflow/rules/).
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/probe.smk"
+include: "workflow/rules/analysis.smk"
+
+
+rule all:
+    input:
+        summary=f"{OUT}/tables/summary.csv",
+        charts=chart_outputs(),
+    default_target: True

@@ -1,0 +1,469 @@
+"""Analysis: probe tables, collect (curves, bands, summary), the two-level bootstrap, charts.
+
+Statistical tests compare estimates with exact values and allow 4 standard errors
+(two-sided, about 6e-5 false alarms per check if the code were right); all data
+and bootstrap seeds are fixed, so every test is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mesaprobe.analysis import (
+    CURVE_BANDS_COLUMNS,
+    CURVES_COLUMNS,
+    PROBE_COLUMNS,
+    SUMMARY_COLUMNS,
+    TABLE_FILES,
+    collect,
+    read_probe_table,
+    two_level_bootstrap,
+    write_probe_table,
+)
+from mesaprobe.analysis.charts import chart_files, chart_stem, make_charts, slugify
+from mesaprobe.analysis.tables import episode_metric_values, two_level_weights
+from mesaprobe.errors import ArtifactError
+from mesaprobe.metrics import EPISODE_METRICS, STEP_METRICS
+
+SIGMAS = 4.0
+Z_95 = 1.959964
+
+
+def probe_frame(
+    expected_rewards: np.ndarray,
+    best_expected_rewards: np.ndarray,
+    *,
+    agent: str,
+    agent_kind: str = "architecture",
+    seed: int = 0,
+    study: str = "toy",
+    environment: str = "bandit2",
+    variant: str = "",
+    probe: str = "adaptation",
+) -> pl.DataFrame:
+    """A probe table from per-step expected rewards (E, T) and each episode's best arm (E,)."""
+    regret = best_expected_rewards[:, None] - expected_rewards  # (E, T)
+    step_values = np.stack([expected_rewards, regret, regret.cumsum(axis=1)], axis=1)  # (E, M, T)
+    episodes, metrics, horizon = step_values.shape
+    rows = step_values.size
+    return pl.DataFrame(
+        {
+            "study": [study] * rows,
+            "environment": [environment] * rows,
+            "variant": [variant] * rows,
+            "probe": [probe] * rows,
+            "agent": [agent] * rows,
+            "agent_kind": [agent_kind] * rows,
+            "run": [f"{agent}-seed{seed}"] * rows,
+            "seed": np.full(rows, seed),
+            "episode": np.repeat(np.arange(episodes), metrics * horizon),
+            "step": np.tile(np.arange(1, horizon + 1), episodes * metrics),
+            "metric": np.tile(np.repeat(STEP_METRICS, horizon), episodes),
+            "value": step_values.ravel(),
+        },
+        schema=PROBE_COLUMNS,
+    )
+
+
+def bernoulli_regret_frame(
+    regret_probability: float, episodes: int, horizon: int, rng: np.random.Generator, **names
+) -> pl.DataFrame:
+    """Per-step regret 1 with the given probability, else 0 (best arm's reward is 1)."""
+    regret = (rng.random((episodes, horizon)) < regret_probability).astype(np.float64)
+    return probe_frame(1.0 - regret, np.ones(episodes), **names)
+
+
+# Tiny study: one architecture, one baseline, one seed, two episodes of three steps.
+# All values are dyadic, so every mean below is exact in floating point.
+TINY_EXPECTED_REWARDS = np.array([[0.5, 1.0, 1.0], [0.25, 0.75, 0.5]])
+TINY_BEST = np.array([1.0, 1.0])
+# regret:            [[0.5, 0, 0], [0.75, 0.25, 0.5]]
+# cumulative regret: [[0.5, 0.5, 0.5], [0.75, 1.0, 1.5]]
+# adaptation window: ceil(0.1 * 3) = 1 step at each end.
+TINY_EPISODE_METRICS = {
+    "total_reward": (2.5 + 1.5) / 2,
+    "cumulative_regret": (0.5 + 1.5) / 2,
+    "adaptation": ((0.5 - 0.0) + (0.75 - 0.5)) / 2,
+}
+
+
+@pytest.fixture
+def tiny_tables(tmp_path: Path) -> dict[str, Path]:
+    paths = []
+    for agent, kind in (("thompson", "baseline"), ("gru", "architecture")):
+        frame = probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent=agent, agent_kind=kind)
+        paths.append(write_probe_table(frame, tmp_path / "probes" / f"{agent}.parquet"))
+    return collect(paths, tmp_path / "tables", resamples=200)
+
+
+# --------------------------------------------------------------------------- probe tables
+
+
+def test_probe_table_round_trip(tmp_path: Path) -> None:
+    frame = probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent="gru")
+    path = write_probe_table(frame.select(reversed(frame.columns)), tmp_path / "gru.parquet")
+    read = read_probe_table(path)
+    assert read.schema == pl.Schema(PROBE_COLUMNS)
+    assert read.equals(frame)
+
+
+def test_write_probe_table_rejects_wrong_dtype_extra_column_and_unknown_metric(
+    tmp_path: Path,
+) -> None:
+    frame = probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent="gru")
+    with pytest.raises(ValueError, match="column 'seed' has type Int32, expected Int64"):
+        write_probe_table(frame.with_columns(pl.col("seed").cast(pl.Int32)), tmp_path / "a.parquet")
+    with pytest.raises(ValueError, match="unexpected columns"):
+        write_probe_table(frame.with_columns(note=pl.lit("x")), tmp_path / "b.parquet")
+    with pytest.raises(ValueError, match="unknown metric 'logloss_bits'"):
+        write_probe_table(frame.with_columns(metric=pl.lit("logloss_bits")), tmp_path / "c.parquet")
+    assert not list(tmp_path.iterdir())
+
+
+def test_read_probe_table_names_one_problem(tmp_path: Path) -> None:
+    frame = probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent="gru")
+    with pytest.raises(ArtifactError, match="file not found"):
+        read_probe_table(tmp_path / "absent.parquet")
+    garbage = tmp_path / "garbage.parquet"
+    garbage.write_bytes(b"not parquet at all")
+    with pytest.raises(ArtifactError, match="not a readable parquet file"):
+        read_probe_table(garbage)
+    no_metric = tmp_path / "no_metric.parquet"
+    frame.drop("metric").write_parquet(no_metric)
+    with pytest.raises(ArtifactError, match="missing column 'metric'") as error:
+        read_probe_table(no_metric)
+    assert error.value.file == str(no_metric)
+    float_step = tmp_path / "float_step.parquet"
+    frame.with_columns(pl.col("step").cast(pl.Float64)).write_parquet(float_step)
+    with pytest.raises(ArtifactError, match="column 'step' has type Float64, expected Int64"):
+        read_probe_table(float_step)
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def test_collect_writes_exact_schemas(tiny_tables: dict[str, Path]) -> None:
+    assert set(tiny_tables) == set(TABLE_FILES)
+    expected = {
+        "curves": CURVES_COLUMNS,
+        "curve_bands": CURVE_BANDS_COLUMNS,
+        "summary": SUMMARY_COLUMNS,
+    }
+    for key, columns in expected.items():
+        assert pl.read_parquet(tiny_tables[key]).schema == pl.Schema(columns), key
+    csv = pl.read_csv(tiny_tables["summary_csv"], schema=SUMMARY_COLUMNS)
+    assert csv.equals(pl.read_parquet(tiny_tables["summary"]))
+    provenance = json.loads(tiny_tables["provenance"].read_text())
+    assert provenance["resamples"] == 200 and provenance["confidence"] == 0.95
+    assert [len(entry["sha256"]) for entry in provenance["inputs"]] == [64, 64]
+    assert "versions" in provenance["provenance"]
+
+
+def test_collect_tiny_study_exact_values(tiny_tables: dict[str, Path]) -> None:
+    summary = pl.read_parquet(tiny_tables["summary"])
+    # Architectures before baselines, metrics in EPISODE_METRICS order.
+    assert summary["agent"].to_list() == ["gru"] * 3 + ["thompson"] * 3
+    assert summary["metric"].to_list() == list(EPISODE_METRICS) * 2
+    for row in summary.iter_rows(named=True):
+        assert row["mean"] == TINY_EPISODE_METRICS[row["metric"]]
+        assert (row["seeds"], row["episodes"]) == (1, 2)
+
+    curves = pl.read_parquet(tiny_tables["curves"]).filter(pl.col("agent") == "gru")
+    regret = curves.filter(pl.col("metric") == "regret").sort("step")
+    assert regret["value"].to_list() == [0.625, 0.125, 0.25]
+    assert regret["episodes"].to_list() == [2, 2, 2]
+    assert curves["metric"].to_list() == [m for m in STEP_METRICS for _ in range(3)]
+
+    bands = pl.read_parquet(tiny_tables["curve_bands"]).filter(
+        (pl.col("agent") == "gru") & (pl.col("metric") == "cumulative_regret")
+    )
+    assert bands["mean"].to_list() == [0.625, 0.75, 1.0]
+    # With two episodes every resampled mean lies between the two episodes' values.
+    lows, highs = [0.5, 0.5, 0.5], [0.75, 1.0, 1.5]
+    assert all(lo <= ci for lo, ci in zip(lows, bands["ci_low"], strict=True))
+    assert all(ci <= hi for hi, ci in zip(highs, bands["ci_high"], strict=True))
+
+
+def test_episode_metrics_use_the_adaptation_window() -> None:
+    horizon = 20  # adaptation window ceil(0.1 * 20) = 2 steps
+    regret = np.zeros((1, horizon))
+    regret[0, :2] = [1.0, 0.5]
+    regret[0, -2:] = [0.25, 0.25]
+    step_values = np.stack([1.0 - regret, regret, regret.cumsum(axis=1)], axis=1)
+    values = dict(zip(EPISODE_METRICS, episode_metric_values(step_values)[0], strict=True))
+    assert values["adaptation"] == 0.75 - 0.25
+    assert values["cumulative_regret"] == 2.0
+    assert values["total_reward"] == horizon - 2.0
+
+
+@pytest.fixture(scope="module")
+def bernoulli_study(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[list[Path], dict[str, float]]:
+    """Two agents x three seeds x 400 episodes x 20 steps of Bernoulli per-step regret."""
+    directory = tmp_path_factory.mktemp("bernoulli")
+    rng = np.random.default_rng(20240611)
+    regret_probability = {"gru": 0.2, "ucb1": 0.35}
+    paths = []
+    for agent, probability in regret_probability.items():
+        kind = "baseline" if agent == "ucb1" else "architecture"
+        for seed in range(3):
+            frame = bernoulli_regret_frame(probability, 400, 20, rng, agent=agent, agent_kind=kind, seed=seed)
+            paths.append(write_probe_table(frame, directory / f"{agent}_{seed}.parquet"))
+    return paths, regret_probability
+
+
+def test_bootstrap_bands_cover_the_true_mean_with_the_expected_width(
+    bernoulli_study: tuple[list[Path], dict[str, float]], tmp_path: Path
+) -> None:
+    paths, regret_probability = bernoulli_study
+    seeds, episodes_per_seed, horizon = 3, 400, 20
+    tables = collect(paths, tmp_path, resamples=2000, seed=7)
+    bands = pl.read_parquet(tables["curve_bands"])
+    width_ratios = []
+    for agent, probability in regret_probability.items():
+        regret = bands.filter((pl.col("agent") == agent) & (pl.col("metric") == "regret"))
+        assert regret.height == horizon
+        assert set(regret["seeds"]) == {seeds}
+        assert set(regret["episodes"]) == {seeds * episodes_per_seed}
+        standard_error = math.sqrt(probability * (1 - probability) / (seeds * episodes_per_seed))
+        # Every step's mean is within 4 standard errors of the true regret probability.
+        assert (regret["mean"] - probability).abs().max() < SIGMAS * standard_error
+        assert (regret["ci_low"] <= regret["mean"]).all()
+        assert (regret["mean"] <= regret["ci_high"]).all()
+        width = regret["ci_high"] - regret["ci_low"]
+        width_ratios += (width / (2 * Z_95 * standard_error)).to_list()
+    # Seeds here differ only by episode noise, so the two-level bootstrap counts that
+    # noise twice: interval variance = SE^2 * (1 + (S-1)/S * X), X ~ chi2_{S-1}/(S-1),
+    # mean factor 2 - 1/S = 5/3 (width ratio ~1.29).  Averaged over 40 independent
+    # steps the ratio has a standard deviation of about 0.04, so [1.13, 1.45] is a
+    # 4-sigma band; no single step can fall below the episode-level width (ratio 1,
+    # less bootstrap noise of a few percent).
+    assert 1.13 < np.mean(width_ratios) < 1.45
+    assert min(width_ratios) > 0.85
+    # 95% intervals (conservative here) cover the truth at nearly every step.
+    coverage = (
+        bands.filter(pl.col("metric") == "regret")
+        .with_columns(truth=pl.col("agent").replace_strict(regret_probability))
+        .select(((pl.col("ci_low") <= pl.col("truth")) & (pl.col("truth") <= pl.col("ci_high"))).mean())
+        .item()
+    )
+    assert coverage >= 0.9
+
+    summary = pl.read_parquet(tables["summary"])
+    for agent, probability in regret_probability.items():
+        rows = summary.filter((pl.col("agent") == agent) & (pl.col("metric") == "total_reward"))
+        total = rows.row(0, named=True)
+        # Total reward is a sum of 20 independent Bernoulli(1 - p) steps per episode.
+        variance = horizon * probability * (1 - probability)
+        total_se = math.sqrt(variance / (seeds * episodes_per_seed))
+        assert abs(total["mean"] - horizon * (1 - probability)) < SIGMAS * total_se
+        assert total["ci_low"] < horizon * (1 - probability) < total["ci_high"]
+
+
+def test_collect_is_deterministic(
+    bernoulli_study: tuple[list[Path], dict[str, float]], tmp_path: Path
+) -> None:
+    paths, _ = bernoulli_study
+    first = collect(paths, tmp_path / "first", resamples=300)
+    second = collect(list(reversed(paths)), tmp_path / "second", resamples=300)
+    for key in ("curves", "curve_bands", "summary", "summary_csv"):
+        assert first[key].read_bytes() == second[key].read_bytes(), key
+    other_seed = collect(paths, tmp_path / "other", resamples=300, seed=1)
+    assert other_seed["curve_bands"].read_bytes() != first["curve_bands"].read_bytes()
+
+
+def test_an_agents_interval_does_not_depend_on_other_agents(
+    bernoulli_study: tuple[list[Path], dict[str, float]], tmp_path: Path
+) -> None:
+    paths, _ = bernoulli_study
+    gru_only = [path for path in paths if path.name.startswith("gru")]
+    alone = pl.read_parquet(collect(gru_only, tmp_path / "alone", resamples=300)["curve_bands"])
+    together = pl.read_parquet(collect(paths, tmp_path / "together", resamples=300)["curve_bands"])
+    assert together.filter(pl.col("agent") == "gru").equals(alone)
+
+
+def test_collect_rejects_a_table_with_a_missing_column(tmp_path: Path) -> None:
+    good = write_probe_table(
+        probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent="gru"), tmp_path / "gru.parquet"
+    )
+    broken = tmp_path / "lstm.parquet"
+    probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent="lstm").drop("value").write_parquet(broken)
+    with pytest.raises(ArtifactError, match="missing column 'value'") as error:
+        collect([good, broken], tmp_path / "tables")
+    assert error.value.file == str(broken)
+    assert not (tmp_path / "tables").exists()
+
+
+def test_collect_rejects_incomplete_and_duplicated_episodes(tmp_path: Path) -> None:
+    frame = probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent="gru")
+    incomplete = write_probe_table(frame.head(frame.height - 1), tmp_path / "incomplete.parquet")
+    with pytest.raises(ArtifactError, match=r"episode 1 has 8 rows; expected one per metric"):
+        collect([incomplete], tmp_path / "tables")
+    once = write_probe_table(frame, tmp_path / "once.parquet")
+    again = write_probe_table(frame, tmp_path / "again.parquet")
+    with pytest.raises(ArtifactError, match="episode 0 is also in"):
+        collect([once, again], tmp_path / "tables")
+    other_study = write_probe_table(
+        probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent="lstm", study="other"),
+        tmp_path / "other.parquet",
+    )
+    with pytest.raises(ArtifactError, match=r"study 'other', but .*once\.parquet to 'toy'"):
+        collect([once, other_study], tmp_path / "tables")
+
+
+def test_seeds_split_over_files_are_merged(tmp_path: Path) -> None:
+    frame = probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent="gru")
+    first = write_probe_table(frame.filter(pl.col("episode") == 0), tmp_path / "first.parquet")
+    second = write_probe_table(frame.filter(pl.col("episode") == 1), tmp_path / "second.parquet")
+    split = collect([first, second], tmp_path / "split", resamples=100)
+    whole_table = write_probe_table(frame, tmp_path / "whole.parquet")
+    whole = collect([whole_table], tmp_path / "whole", resamples=100)
+    for key in ("curves", "curve_bands", "summary"):
+        assert split[key].read_bytes() == whole[key].read_bytes()
+
+
+# --------------------------------------------------------------------------- bootstrap
+
+
+def test_one_seed_bootstrap_is_the_episode_bootstrap() -> None:
+    rng = np.random.default_rng(3)
+    episodes, probability = 2000, 0.3
+    values = (rng.random((episodes, 1)) < probability).astype(np.float64)
+    interval = two_level_bootstrap(values, [episodes], 4000, 0.95, np.random.default_rng(0))
+    sample_se = values.std(ddof=1) / math.sqrt(episodes)
+    width = float(interval.ci_high[0] - interval.ci_low[0])
+    # Bootstrap sd equals the sample SE up to (n-1)/n; 4000 resamples put about 3%
+    # Monte Carlo error on the percentile width, so +-10% is beyond 3 sigma.
+    assert abs(width / (2 * Z_95 * sample_se) - 1) < 0.10
+    assert interval.mean[0] == values.mean()
+
+
+def test_two_level_bootstrap_resamples_seeds() -> None:
+    # Episodes are constant within a seed: an episode bootstrap would give a zero-width
+    # interval, the seed level gives the spread of means of 3 draws from {1/4, 1/2, 3/4}.
+    # P(all three draws are the lowest seed) = 1/27 > 2.5%, so with 4000 resamples
+    # (148 +- 12 such resamples, 100 needed) the interval is exactly [1/4, 3/4].
+    values = np.repeat([0.25, 0.5, 0.75], 4)[:, None]
+    interval = two_level_bootstrap(values, [4, 4, 4], 4000, 0.95, np.random.default_rng(1))
+    assert (interval.mean[0], interval.ci_low[0], interval.ci_high[0]) == (0.5, 0.25, 0.75)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    episodes_per_seed=st.lists(st.integers(1, 12), min_size=1, max_size=5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_two_level_weights_draw_each_seed_slot_in_full(episodes_per_seed: list[int], seed: int) -> None:
+    weights = two_level_weights(episodes_per_seed, 50, np.random.default_rng(seed))
+    counts = np.asarray(episodes_per_seed)
+    assert weights.shape == (50, counts.sum())
+    assert np.all(weights >= 0) and np.all(weights == np.round(weights))
+    per_seed_draws = np.add.reduceat(weights, np.r_[0, np.cumsum(counts)[:-1]], axis=1)  # (R, S)
+    # Every resample draws S seed slots, each with all of its seed's n_s episodes.
+    assert np.all(per_seed_draws % counts == 0)
+    np.testing.assert_array_equal((per_seed_draws / counts).sum(axis=1), len(counts))
+
+
+def test_two_level_weights_are_unbiased() -> None:
+    # E[weight of an episode] = E[times its seed is drawn] * n_s * (1/n_s) = 1.
+    weights = two_level_weights([3, 5], 20000, np.random.default_rng(5))
+    standard_error = weights.std(axis=0) / math.sqrt(weights.shape[0])
+    assert np.all(np.abs(weights.mean(axis=0) - 1) < SIGMAS * standard_error)
+
+
+# --------------------------------------------------------------------------- charts
+
+
+def test_slugs_and_stems() -> None:
+    assert slugify("training.lr=0.001") == "training.lr-0.001"
+    assert slugify("a/../b c") == "a-..-b-c"
+    assert chart_stem("regret", "bandit2", "adaptation") == "regret_bandit2_adaptation"
+    assert (
+        chart_stem("total_reward", "bandit2[horizon=50]", "adaptation")
+        == "total_reward_bandit2-horizon-50_adaptation"
+    )
+    with pytest.raises(ValueError, match="unknown chart"):
+        chart_stem("loss", "bandit2", "adaptation")
+
+
+def html_spec(path: Path) -> dict:
+    """The Vega-Lite spec embedded in an HTML chart written by altair."""
+    for line in path.read_text().splitlines():
+        if line.strip().startswith("const spec = "):
+            return json.loads(line.strip().removeprefix("const spec = ").removesuffix(";"))
+    raise AssertionError(f"no spec in {path}")
+
+
+# (agent, kind, regret probability, grid variant): a grid variant of an architecture is
+# its own agent, drawn on the same chart as the other agents of its environment.
+AGENTS_FOR_CHARTS = (
+    ("gru", "architecture", 0.2, ""),
+    ("gru[lr=0.001]", "architecture", 0.15, "lr=0.001"),
+    ("thompson", "baseline", 0.1, ""),
+)
+
+
+def test_make_charts_writes_offline_html_and_svg(tmp_path: Path) -> None:
+    rng = np.random.default_rng(11)
+    paths = []
+    for agent, kind, probability, variant in AGENTS_FOR_CHARTS:
+        for seed in range(2):
+            names = {"agent": agent, "agent_kind": kind, "seed": seed, "variant": variant}
+            frame = bernoulli_regret_frame(probability, 40, 10, rng, **names)
+            paths.append(write_probe_table(frame, tmp_path / "probes" / f"{slugify(agent)}_{seed}.parquet"))
+    tables = collect(paths, tmp_path / "tables", resamples=100)
+    written = make_charts(tables["summary"].parent, tmp_path / "charts")
+
+    stems = [
+        chart_stem(chart, "bandit2", "adaptation")
+        for chart in ("regret", "cumulative_regret", "total_reward")
+    ]
+    assert chart_files(["bandit2"], ["adaptation"]) == sorted(
+        (f"{stem}.{suffix}" for stem in stems for suffix in ("html", "svg")),
+        key=lambda name: (stems.index(name.rsplit(".", 1)[0]), name),
+    )
+    charts_dir = tmp_path / "charts"
+    expected = {charts_dir / f"{stem}.{suffix}" for stem in stems for suffix in ("html", "svg")}
+    assert set(written) == expected and len(written) == len(expected)
+    assert set(charts_dir.iterdir()) == expected  # no temporary files left behind
+    for path in written:
+        text = path.read_text()
+        if path.suffix == ".svg":
+            assert text.startswith("<svg")
+            continue
+        assert "cdn.jsdelivr" not in text and "https://cdn" not in text
+        assert "<script src=" not in text  # vega, vega-lite and vega-embed are inlined
+        spec = html_spec(path)
+        assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
+        assert spec["title"]["subtitle"] == "mean over 2 seeds x 40 episodes, 95% bootstrap CI"
+
+    regret_spec = html_spec(tmp_path / "charts" / f"{stems[0]}.html")
+    band, line = regret_spec["layer"]
+    assert band["mark"] == {"type": "area", "opacity": 0.2}
+    assert band["encoding"]["y"]["field"] == "ci_low"
+    assert band["encoding"]["y2"]["field"] == "ci_high"
+    assert line["encoding"]["color"]["field"] == "agent"
+    assert line["encoding"]["strokeDash"]["field"] == "agent_kind"
+    assert line["encoding"]["x"]["title"] == "step"
+    assert line["encoding"]["y"]["title"] == "regret per step (expected)"
+
+    bars_spec = html_spec(tmp_path / "charts" / f"{stems[2]}.html")
+    bars, error_bars = bars_spec["layer"]
+    assert bars["mark"]["type"] == "bar" and error_bars["mark"]["type"] == "errorbar"
+    assert bars["encoding"]["y"]["sort"] == {"field": "mean", "order": "descending"}
+    assert error_bars["encoding"]["x"]["field"] == "ci_low"
+    assert error_bars["encoding"]["x2"]["field"] == "ci_high"
+
+
+def test_make_charts_needs_the_tables(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="file not found"):
+        make_charts(tmp_path, tmp_path / "charts")

@@ -1,0 +1,226 @@
+"""Study files: the schema, typed settings, grids, ids, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mesaprobe.errors import SpecError
+from mesaprobe.spec import load_study, make_plan, study_schema
+from mesaprobe.train.config import TrainingConfig
+from tests.conftest import REPO, TINY_STUDY
+
+
+def write(tmp_path: Path, text: str | bytes, name: str = "study.yaml") -> Path:
+    path = tmp_path / name
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def mutated(tmp_path: Path, change) -> Path:
+    data = yaml.safe_load(TINY_STUDY)
+    change(data)
+    return write(tmp_path, yaml.safe_dump(data, sort_keys=False))
+
+
+@pytest.mark.parametrize("spec", sorted((REPO / "specs").glob("*.yaml")), ids=lambda path: path.name)
+def test_every_shipped_study_is_valid(spec):
+    plan = make_plan(load_study(spec))
+    assert plan.runs or plan.baseline_jobs
+
+
+def test_quickstart_plan():
+    plan = make_plan(load_study(REPO / "specs" / "quickstart.yaml"))
+    assert len(plan.runs) == 8  # 4 architectures x 2 seeds
+    assert len(plan.probe_jobs) == 8
+    assert len(plan.baseline_jobs) == 5 * 2  # 5 baselines x 2 seeds
+    assert {run.agent for run in plan.runs} == {"gru", "lstm", "transformer", "memoryless"}
+
+
+def test_schema_training_keys_match_the_dataclass():
+    documented = set(study_schema()["properties"]["training"]["properties"])
+    assert documented == {field.name for field in dataclasses.fields(TrainingConfig)}
+
+
+def test_every_setting_is_documented():
+    from mesaprobe.baselines import BASELINES
+    from mesaprobe.envs import ENVIRONMENTS
+    from mesaprobe.models import ARCHITECTURES
+    from mesaprobe.probes import PROBES
+    from mesaprobe.spec.settings import field_docs
+
+    classes = [TrainingConfig] + [
+        registry.get(name).Config
+        for registry in (ENVIRONMENTS, ARCHITECTURES, PROBES, BASELINES)
+        for name in registry
+    ]
+    for cls in classes:
+        undocumented = {field.name for field in dataclasses.fields(cls)} - set(field_docs(cls))
+        assert not undocumented, f"{cls.__name__}: document {undocumented}"
+
+
+def test_run_ids_are_stable_and_depend_on_settings(tmp_path):
+    first = make_plan(load_study(write(tmp_path, TINY_STUDY, "a.yaml")))
+    again = make_plan(load_study(write(tmp_path, TINY_STUDY, "b.yaml")))
+    assert [run.id for run in first.runs] == [run.id for run in again.runs]
+    assert first.runs[0].id.startswith("bandit2-gru-") and first.runs[0].id.endswith("-s0")
+    changed = make_plan(load_study(mutated(tmp_path, lambda d: d["architectures"]["gru"].update(hidden=9))))
+    gru_ids = {run.id for run in changed.runs if run.architecture.name == "gru"}
+    assert gru_ids.isdisjoint(run.id for run in first.runs)
+    others = {run.id for run in changed.runs if run.architecture.name != "gru"}
+    assert others <= {run.id for run in first.runs}
+
+
+def test_operational_settings_do_not_change_ids(tmp_path):
+    first = make_plan(load_study(write(tmp_path, TINY_STUDY)))
+    moved = make_plan(
+        load_study(mutated(tmp_path, lambda d: d["training"].update(device="cpu", checkpoint_every=7)))
+    )
+    assert {run.id for run in first.runs} == {run.id for run in moved.runs}
+
+
+def test_grid_expands_as_a_product_and_shares_identical_runs(tmp_path):
+    def add_grid(data):
+        data["grid"] = {"training.lr": [1e-3, 3e-3], "architectures.gru.hidden": [4, 8]}
+
+    plan = make_plan(load_study(mutated(tmp_path, add_grid)))
+    agents = sorted({run.agent for run in plan.runs})
+    # gru: 2 lr x 2 hidden; transformer overrides lr itself, so both lr points are one run
+    assert [a for a in agents if a.startswith("gru")] == [
+        "gru[hidden=4,lr=0.001]",
+        "gru[hidden=4,lr=0.003]",
+        "gru[hidden=8,lr=0.001]",
+        "gru[hidden=8,lr=0.003]",
+    ]
+    assert len([run for run in plan.runs if run.architecture.name == "gru"]) == 4 * 2
+    assert len({run.id for run in plan.runs}) == len(plan.runs)
+
+
+def test_architecture_training_override(tmp_path):
+    plan = make_plan(load_study(write(tmp_path, TINY_STUDY)))
+    rates = {run.architecture.name: run.training.lr for run in plan.runs}
+    assert rates == {"gru": 3e-3, "transformer": 1e-3, "memoryless": 3e-3}
+
+
+def test_baselines_only_study(tmp_path):
+    plan = make_plan(load_study(mutated(tmp_path, lambda d: d.update(architectures={}))))
+    assert not plan.runs and len(plan.baseline_jobs) == 2 * 2
+
+
+BAD_STUDIES = [
+    (lambda d: d.update(colour="blue"), "colour", "unknown key"),
+    (lambda d: d["environments"]["bandit2"].update(horizon=-5), "environments.bandit2.horizon", "positive"),
+    (
+        lambda d: d["environments"]["bandit2"].update(horizon="long"),
+        "environments.bandit2.horizon",
+        "integer",
+    ),
+    (
+        lambda d: d["environments"]["bandit2"].update(family="casino"),
+        "environments.bandit2.family",
+        "bernoulli_bandit",
+    ),
+    (lambda d: d["environments"]["bandit2"].update(arms=2.5), "environments.bandit2.arms", "integer"),
+    (lambda d: d["architectures"]["gru"].update(family="rnn9000"), "architectures.gru.family", "gru"),
+    (lambda d: d["architectures"]["gru"].update(hidden_size=3), "architectures.gru.hidden_size", "hidden"),
+    (
+        lambda d: (
+            d["architectures"]["gru"]["training"].update(lr=-1)
+            if "training" in d["architectures"]["gru"]
+            else d["architectures"]["gru"].update(training={"lr": -1.0})
+        ),
+        "architectures.gru.training.lr",
+        "positive",
+    ),
+    (lambda d: d["training"].update(env_steps="3e6"), "training.env_steps", "integer"),
+    (lambda d: d["training"].update(gamma=1.5), "training.gamma", "maximum of 1"),
+    (lambda d: d.update(seeds=[]), "seeds", ""),
+    (lambda d: d.update(seeds=[0, 0]), "seeds", ""),
+    (lambda d: d.update(baselines=["oracle_of_delphi"]), "baselines.oracle_of_delphi.family", "thompson"),
+    (lambda d: d["probes"]["adaptation"].update(episodes=0), "probes.adaptation.episodes", "positive"),
+    (lambda d: d["probes"]["adaptation"].update(kind="xray"), "probes.adaptation.kind", "adaptation"),
+    (lambda d: d.update(grid={"training.lr": []}), "grid.training.lr", ""),
+    (
+        lambda d: d.update(grid={"environments.nowhere.horizon": [3]}),
+        "grid.environments.nowhere.horizon",
+        "block",
+    ),
+    (lambda d: d.update(study="Has Spaces"), "study", ""),
+    (lambda d: d.pop("environments"), "environments", "missing"),
+]
+
+
+@pytest.mark.parametrize("change,key,expected", BAD_STUDIES)
+def test_bad_study_names_file_and_key(tmp_path, change, key, expected):
+    path = mutated(tmp_path, change)
+    with pytest.raises(SpecError) as error:
+        make_plan(load_study(path))
+    message = str(error.value)
+    assert error.value.key == key, message
+    assert message.startswith(f"{path}: {key}: "), message
+    assert expected in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        (b"study: [unclosed", "not valid YAML at line"),
+        (b"!!python/object/apply:os.system ['echo owned']", "not valid YAML"),
+        (b"study: caf\xe9\n", "expected UTF-8"),
+        (b"- just\n- a list\n", "expected a mapping"),
+        (b"", "expected a mapping"),
+    ],
+)
+def test_unreadable_files(tmp_path, content, expected):
+    path = write(tmp_path, content)
+    with pytest.raises(SpecError, match="^" + str(path).replace(".", r"\.") + ": ") as error:
+        load_study(path)
+    assert expected in str(error.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SpecError, match="file not found"):
+        load_study(tmp_path / "absent.yaml")
+
+
+def mesaprobe(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mesaprobe", *arguments], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "train", "collect"])
+def test_cli_bad_input_is_one_line_exit_2_nothing_written(tmp_path, command):
+    path = mutated(tmp_path, lambda d: d["environments"]["bandit2"].update(horizon=-1))
+    extra = ["--run", "x"] if command == "train" else []
+    result = mesaprobe(command, str(path), *extra, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr
+    assert (
+        lines[0]
+        == f"mesaprobe: error: {path}: environments.bandit2.horizon: expected a positive horizon, got -1"
+    )
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_unknown_run_and_missing_tables(tmp_path, tiny_spec):
+    result = mesaprobe("train", str(tiny_spec), "--run", "no-such-run", cwd=tmp_path)
+    assert result.returncode == 2 and "no run 'no-such-run'" in result.stderr
+    result = mesaprobe("collect", str(tiny_spec), cwd=tmp_path)
+    assert result.returncode == 2 and "probe table not found" in result.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_cli_plan_json(tmp_path, tiny_spec):
+    result = mesaprobe("plan", str(tiny_spec), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert plan["study"] == "tiny" and len(plan["runs"]) == 6 and len(plan["baselines"]) == 4

@@ -1,0 +1,41 @@
+# Tables (polars) and charts (altair) of the whole study, and what goes into the report.
+
+
+rule collect:
+    input:
+        table_inputs(),
+    output:
+        curves=f"{OUT}/tables/curves.parquet",
+        curve_bands=f"{OUT}/tables/curve_bands.parquet",
+        summary=f"{OUT}/tables/summary.parquet",
+        summary_csv=report(
+            f"{OUT}/tables/summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+            labels={"table": "summary"},
+        ),
+        provenance=f"{OUT}/tables/tables.json",
+    log:
+        f"{OUT}/logs/collect.log",
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=30,
+    shell:
+        "{MESAPROBE} collect {SPEC:q} --results-root {RESULTS_ROOT:q} > {log:q} 2>&1"
+
+
+rule chart:
+    input:
+        rules.collect.output.curve_bands,
+        rules.collect.output.summary,
+    output:
+        chart_reports(),
+    log:
+        f"{OUT}/logs/chart.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    shell:
+        "{MESAPROBE} chart {SPEC:q} --results-root {RESULTS_ROOT:q} > {log:q} 2>&1"
