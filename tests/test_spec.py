@@ -105,7 +105,8 @@ def test_grid_expands_as_a_product_and_shares_identical_runs(tmp_path):
 def test_architecture_training_override(tmp_path):
     plan = make_plan(load_study(write(tmp_path, TINY_STUDY)))
     rates = {run.architecture.name: run.training.lr for run in plan.runs}
-    assert rates == {"gru": 3e-3, "transformer": 1e-3, "memoryless": 3e-3}
+    default = TrainingConfig().lr
+    assert rates == {"gru": default, "transformer": 1e-3, "memoryless": default}
 
 
 def test_baselines_only_study(tmp_path):

@@ -12,11 +12,11 @@ from mesaprobe.spec.settings import SettingError
 class TrainingConfig:
     algorithm: Literal["a2c"] = "a2c"
     """Learning algorithm. a2c: advantage actor-critic over whole episodes."""
-    env_steps: int = 4_000_000
+    env_steps: int = 10_000_000
     """Environment steps to train for (episodes x horizon), rounded up to whole updates."""
     batch: int = 64
     """Episodes played in parallel per update (each a fresh task)."""
-    lr: float = 3.0e-3
+    lr: float = 2.0e-3
     """Adam learning rate (decayed linearly to lr_final_fraction x lr)."""
     lr_final_fraction: float = 0.1
     """Learning rate at the end of training as a fraction of lr."""
