@@ -34,14 +34,16 @@ def test_generalized_advantages_by_hand():
 
 def test_monte_carlo_limit_is_discounted_return():
     rewards = torch.tensor([[1.0, 2.0, 3.0]])
-    advantages, returns = generalized_advantages(rewards, torch.zeros(1, 3), gamma=0.5, lam=1.0)
+    _, returns = generalized_advantages(rewards, torch.zeros(1, 3), gamma=0.5, lam=1.0)
     torch.testing.assert_close(returns, torch.tensor([[1 + 1 + 0.75, 2 + 1.5, 3.0]]))
 
 
 def test_actor_critic_loss_parts():
     logits = torch.log(torch.tensor([[[0.25, 0.75, 0.0]]]).clamp_min(1e-30))
     outputs = torch.cat([logits[..., :2], torch.tensor([[[2.0]]])], dim=-1)  # value 2
-    parts = actor_critic_loss(outputs, torch.tensor([[1]]), torch.tensor([[4.0]]), torch.tensor([[3.0]]), 0.5, 0.1)
+    parts = actor_critic_loss(
+        outputs, torch.tensor([[1]]), torch.tensor([[4.0]]), torch.tensor([[3.0]]), 0.5, 0.1
+    )
     entropy = -(0.25 * torch.log(torch.tensor(0.25)) + 0.75 * torch.log(torch.tensor(0.75)))
     torch.testing.assert_close(parts.policy, -4.0 * torch.log(torch.tensor(0.75)))
     torch.testing.assert_close(parts.value, torch.tensor(0.5))
@@ -78,7 +80,9 @@ def test_training_is_deterministic_and_seeds_differ(tmp_path, tiny_plan):
     run = run_of(tiny_plan, "gru")
     first = state_of(jobs.train_job(tiny_plan, run.id, tmp_path / "a", progress=False))
     second = state_of(jobs.train_job(tiny_plan, run.id, tmp_path / "b", progress=False))
-    other_seed = state_of(jobs.train_job(tiny_plan, run_of(tiny_plan, "gru", 1).id, tmp_path / "c", progress=False))
+    other_seed = state_of(
+        jobs.train_job(tiny_plan, run_of(tiny_plan, "gru", 1).id, tmp_path / "c", progress=False)
+    )
     for name, tensor in first["model"].items():
         assert torch.equal(tensor, second["model"][name])
     assert not all(torch.equal(t, other_seed["model"][n]) for n, t in first["model"].items())
@@ -166,7 +170,11 @@ def test_probe_and_baselines_share_held_out_tasks(frozen_run, tmp_path, tiny_pla
     first = pl.read_parquet(jobs.probe_job(tiny_plan, run.id, "adaptation", tmp_path, "cpu"))
     again = pl.read_parquet(jobs.probe_job(tiny_plan, run.id, "adaptation", tmp_path, "cpu"))
     assert first.equals(again)
-    assert first.height == 40 * 8 * 3 and set(first["metric"]) == {"expected_reward", "regret", "cumulative_regret"}
+    assert first.height == 40 * 8 * 3 and set(first["metric"]) == {
+        "expected_reward",
+        "regret",
+        "cumulative_regret",
+    }
     regret = first.filter(pl.col("metric") == "regret")["value"]
     assert regret.min() >= 0 and regret.max() <= 1
     # The best arm's value is task-specific: equal expected_reward + regret across agents

@@ -160,9 +160,7 @@ def write_probe_table(frame: pl.DataFrame, path: str | Path) -> Path:
     problem = _schema_problem(frame.schema, PROBE_COLUMNS)
     extra = [name for name in frame.columns if name not in PROBE_COLUMNS]
     if problem is None and extra:
-        problem = (
-            f"unexpected columns {extra}; a probe table has exactly: {', '.join(PROBE_COLUMNS)}"
-        )
+        problem = f"unexpected columns {extra}; a probe table has exactly: {', '.join(PROBE_COLUMNS)}"
     if problem is None:
         problem = _probe_content_problem(frame)
     if problem is not None:
@@ -281,9 +279,7 @@ def two_level_bootstrap(
     if counts.ndim != 1 or counts.size == 0 or np.any(counts < 1):
         raise ValueError(f"episodes_per_seed must be positive counts, got {episodes_per_seed}")
     if counts.sum() != values.shape[0]:
-        raise ValueError(
-            f"episodes_per_seed sums to {counts.sum()}, values has {values.shape[0]} rows"
-        )
+        raise ValueError(f"episodes_per_seed sums to {counts.sum()}, values has {values.shape[0]} rows")
     if resamples < 1:
         raise ValueError(f"resamples must be at least 1, got {resamples}")
     if not 0.0 < confidence < 1.0:
@@ -407,9 +403,7 @@ def _seed_blocks_of_file(path: Path, source: int) -> dict[tuple, _SeedBlock]:
         blocks[key] = _SeedBlock(
             source=source,
             episodes=part["episode"].to_numpy(),
-            step_values=step_values.reshape(
-                part.height, len(STEP_METRICS), horizons[0]
-            ),  # (E_s, M, T)
+            step_values=step_values.reshape(part.height, len(STEP_METRICS), horizons[0]),  # (E_s, M, T)
         )
     return blocks
 
@@ -463,17 +457,13 @@ def _merge_seed_blocks(blocks: list[_SeedBlock], key: tuple, paths: Sequence[Pat
         )
     horizons = sorted({block.step_values.shape[2] for block in blocks})
     if len(horizons) > 1:
-        raise ArtifactError(
-            paths[blocks[-1].source], f"seed {key[-1]} has horizons {horizons} across files"
-        )
+        raise ArtifactError(paths[blocks[-1].source], f"seed {key[-1]} has horizons {horizons} across files")
     order = np.argsort(episodes, kind="stable")
     step_values = np.concatenate([block.step_values for block in blocks])[order]
     return _SeedBlock(source=blocks[0].source, episodes=episodes[order], step_values=step_values)
 
 
-def _agent_groups(
-    blocks_by_file: list[dict[tuple, _SeedBlock]], paths: Sequence[Path]
-) -> list[_AgentGroup]:
+def _agent_groups(blocks_by_file: list[dict[tuple, _SeedBlock]], paths: Sequence[Path]) -> list[_AgentGroup]:
     """Gather the seed blocks of all files into one dense array per agent group, in table order."""
     by_group: dict[tuple, dict[int, list[_SeedBlock]]] = {}
     for blocks in blocks_by_file:
@@ -494,9 +484,7 @@ def _agent_groups(
             _AgentGroup(
                 key=key,
                 seeds=np.asarray(seeds, dtype=np.int64),
-                episodes_per_seed=np.asarray(
-                    [block.episodes.size for block in merged], dtype=np.int64
-                ),
+                episodes_per_seed=np.asarray([block.episodes.size for block in merged], dtype=np.int64),
                 step_values=np.concatenate([block.step_values for block in merged]),
             )
         )
@@ -528,9 +516,7 @@ def _curves(group: _AgentGroup) -> pl.DataFrame:
     )
 
 
-def _bands_and_summary(
-    group: _AgentGroup, interval: BootstrapInterval
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _bands_and_summary(group: _AgentGroup, interval: BootstrapInterval) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Curve bands (ordered by metric, step) and summary rows of one group."""
     _, metric_count, horizon = group.step_values.shape
     step_cells = metric_count * horizon
@@ -615,17 +601,14 @@ def collect(
     studies = [next(iter(blocks))[0] for blocks in blocks_by_file]
     for path, study in zip(paths, studies, strict=True):
         if study != studies[0]:
-            raise ArtifactError(
-                path, f"belongs to study {study!r}, but {paths[0]} to {studies[0]!r}"
-            )
+            raise ArtifactError(path, f"belongs to study {study!r}, but {paths[0]} to {studies[0]!r}")
     groups = _agent_groups(blocks_by_file, paths)
     del blocks_by_file
     intervals = _bootstrap_groups(groups, resamples, confidence, seed)
 
     curves = pl.concat([_curves(group) for group in groups])
     bands_and_summaries = [
-        _bands_and_summary(group, interval)
-        for group, interval in zip(groups, intervals, strict=True)
+        _bands_and_summary(group, interval) for group, interval in zip(groups, intervals, strict=True)
     ]
     curve_bands = pl.concat([bands for bands, _ in bands_and_summaries])
     summary = pl.concat([summary for _, summary in bands_and_summaries])

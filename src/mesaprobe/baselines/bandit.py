@@ -76,8 +76,7 @@ class BanditBaseline:
     def __init__(self, config, environment: BernoulliBandit):
         if environment.kind not in self.serves:
             raise ValueError(
-                f"{type(self).__name__} plays {', '.join(self.serves)} environments, "
-                f"not {environment.kind!r}"
+                f"{type(self).__name__} plays {', '.join(self.serves)} environments, not {environment.kind!r}"
             )
         self.config = config
         self.environment = environment
@@ -166,9 +165,7 @@ class UCB1Config:
 
     def validate(self) -> None:
         if self.exploration < 0:
-            raise SettingError(
-                "exploration", f"expected a non-negative number, got {self.exploration}"
-            )
+            raise SettingError("exploration", f"expected a non-negative number, got {self.exploration}")
 
 
 class UCB1Baseline(BanditBaseline):

@@ -49,7 +49,9 @@ class TransformerConfig:
                 "heads", f"d_model ({self.d_model}) / heads ({self.heads}) must be an even integer"
             )
         if self.context != "full" and self.context < 1:
-            raise SettingError("context", f"expected 'full' or a window of at least 1 step, got {self.context}")
+            raise SettingError(
+                "context", f"expected 'full' or a window of at least 1 step, got {self.context}"
+            )
 
     @property
     def window(self) -> int | None:
@@ -88,7 +90,9 @@ class CausalSelfAttention(nn.Module):
     def split_heads(self, x: Tensor, positions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (z.view(B, T, self.heads, C // self.heads).transpose(1, 2) for z in (q, k, v))  # (B, H, T, D)
+        q, k, v = (
+            z.view(B, T, self.heads, C // self.heads).transpose(1, 2) for z in (q, k, v)
+        )  # (B, H, T, D)
         return rotate(q, positions, self.rope_base), rotate(k, positions, self.rope_base), v
 
     def forward(self, x: Tensor) -> Tensor:
