@@ -1,0 +1,98 @@
+"""Bandit meta-RL training throughput: env-steps/s of whole A2C updates per architecture.
+
+    python benchmarks/train_throughput.py                       # CPU (or CUDA if present)
+    python benchmarks/train_throughput.py --device cuda --batches 512 4096 --json out.json
+
+Each measurement times complete updates (acting step by step with the model, then the
+whole-episode forward/backward pass and the optimiser step) after warm-up updates, on
+2-armed uniform bandits with 100 pulls.  Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from mesaprobe.artifacts import provenance
+from mesaprobe.device import resolve_device, set_threads
+from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
+from mesaprobe.models import ARCHITECTURES, build_model
+from mesaprobe.seeding import make_generator
+from mesaprobe.train.a2c import TrainingState, a2c_update
+from mesaprobe.train.config import TrainingConfig
+
+MODELS = {
+    "gru-64": ("gru", {"hidden": 64}),
+    "gru-256": ("gru", {"hidden": 256}),
+    "lstm-64": ("lstm", {"hidden": 64}),
+    "transformer-32x2": ("transformer", {"d_model": 32, "layers": 2, "heads": 2}),
+    "transformer-64x2": ("transformer", {"d_model": 64, "layers": 2, "heads": 4}),
+    "memoryless-64": ("memoryless", {"hidden": 64}),
+}
+
+
+def measure(name: str, batch: int, device: torch.device, updates: int, warmup: int) -> dict:
+    family, settings = MODELS[name]
+    environment = BernoulliBandit(BernoulliBanditConfig(arms=2, horizon=100))
+    config = TrainingConfig(batch=batch, env_steps=batch * 100 * (updates + warmup))
+    model = build_model(
+        family, ARCHITECTURES.get(family).Config(**settings), environment.observation_size, 3
+    ).to(device)
+    state = TrainingState(
+        model,
+        torch.optim.Adam(model.parameters(), lr=config.lr),
+        make_generator("bench-tasks", device=device),
+        make_generator("bench-actions", device=device),
+    )
+    total = updates + warmup
+    for _ in range(warmup):
+        a2c_update(environment, state, config, total)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(updates):
+        statistics = a2c_update(environment, state, config, total)
+    float(statistics["loss"])  # wait for the device
+    seconds = time.perf_counter() - started
+    steps = updates * batch * environment.horizon
+    return {
+        "model": name,
+        "batch": batch,
+        "env_steps": steps,
+        "seconds": seconds,
+        "env_steps_per_second": steps / seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--updates", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--json", type=Path, default=Path("benchmarks/train_throughput.json"))
+    arguments = parser.parse_args()
+    set_threads(arguments.threads)
+    device = resolve_device(arguments.device)
+    rows = []
+    print(f"{'model':<20}{'batch':>8}{'env-steps/s':>16}   device={device} threads={torch.get_num_threads()}")
+    for name in arguments.models:
+        for batch in arguments.batches:
+            row = measure(name, batch, device, arguments.updates, arguments.warmup)
+            rows.append(row)
+            print(f"{name:<20}{batch:>8}{row['env_steps_per_second']:>16,.0f}", flush=True)
+    arguments.json.parent.mkdir(parents=True, exist_ok=True)
+    arguments.json.write_text(
+        json.dumps({"rows": rows, "threads": torch.get_num_threads(), **provenance(str(device))}, indent=2)
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
