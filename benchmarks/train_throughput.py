@@ -22,8 +22,8 @@ from mesaprobe.device import resolve_device, set_threads
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.models import ARCHITECTURES, build_model
 from mesaprobe.seeding import make_generator
-from mesaprobe.train.a2c import TrainingState, a2c_update
 from mesaprobe.train.config import TrainingConfig
+from mesaprobe.train.loop import TrainingState, update
 
 MODELS = {
     "gru-64": ("gru", {"hidden": 64}),
@@ -50,12 +50,12 @@ def measure(name: str, batch: int, device: torch.device, updates: int, warmup: i
     )
     total = updates + warmup
     for _ in range(warmup):
-        a2c_update(environment, state, config, total)
+        update(environment, state, config, total)
     if device.type == "cuda":
         torch.cuda.synchronize()
     started = time.perf_counter()
     for _ in range(updates):
-        statistics = a2c_update(environment, state, config, total)
+        statistics = update(environment, state, config, total)
     float(statistics["loss"])  # wait for the device
     seconds = time.perf_counter() - started
     steps = updates * batch * environment.horizon

@@ -14,7 +14,7 @@ from mesaprobe.artifacts import read_json
 from mesaprobe.errors import ArtifactError, FrozenModelChanged
 from mesaprobe.frozen import load_frozen
 from mesaprobe.spec import load_study, make_plan
-from mesaprobe.train import a2c
+from mesaprobe.train import loop
 from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
 
 
@@ -73,7 +73,9 @@ def test_train_writes_checkpoint_and_manifest(tmp_path, tiny_plan, architecture)
     assert manifest["env_steps"] == 256 and manifest["updates"] == 2
     assert manifest["env_steps_per_second"] > 0 and manifest["wall_seconds"] > 0
     assert manifest["device"] == "cpu" and manifest["versions"]["mesaprobe"]
-    assert set(manifest["final_metrics"]) == set(a2c.HISTORY_KEYS[2:])
+    assert set(manifest["final_metrics"]) == set(
+        ("reward_per_step", "regret_per_step", "entropy", "value_loss")
+    )
 
 
 def test_training_is_deterministic_and_seeds_differ(tmp_path, tiny_plan):
@@ -92,7 +94,7 @@ def test_preempted_training_resumes_to_the_same_weights(tmp_path, tiny_plan, mon
     run = run_of(tiny_plan, "gru")
     uninterrupted = state_of(jobs.train_job(tiny_plan, run.id, tmp_path / "whole", progress=False))
 
-    real_update = a2c.a2c_update
+    real_update = loop.update
 
     def update_then_preempt(environment, state, config, total_updates):
         statistics = real_update(environment, state, config, total_updates)
@@ -100,13 +102,13 @@ def test_preempted_training_resumes_to_the_same_weights(tmp_path, tiny_plan, mon
             os.kill(os.getpid(), signal.SIGTERM)
         return statistics
 
-    monkeypatch.setattr(a2c, "a2c_update", update_then_preempt)
-    with pytest.raises(a2c.Preempted, match="rerun to resume"):
+    monkeypatch.setattr(loop, "update", update_then_preempt)
+    with pytest.raises(loop.Preempted, match="rerun to resume"):
         jobs.train_job(tiny_plan, run.id, tmp_path / "split", progress=False)
     partial = tmp_path / "split" / run.directory / jobs.PARTIAL
     assert partial.exists() and not (tmp_path / "split" / run.directory / jobs.CHECKPOINT).exists()
     assert state_of(partial)["update"] == 1
-    monkeypatch.setattr(a2c, "a2c_update", real_update)
+    monkeypatch.setattr(loop, "update", real_update)
     resumed = state_of(jobs.train_job(tiny_plan, run.id, tmp_path / "split", progress=False))
     assert resumed["update"] == 2 and resumed["env_steps"] == uninterrupted["env_steps"]
     for name, tensor in uninterrupted["model"].items():
@@ -121,11 +123,11 @@ def test_checkpoint_of_other_settings_or_truncated_is_refused(tmp_path, tiny_pla
     jobs.train_job(tiny_plan, memoryless.id, tmp_path, progress=False)
     foreign = tmp_path / memoryless.directory / jobs.CHECKPOINT
     with pytest.raises(ArtifactError, match="different run settings"):
-        a2c.load_checkpoint(foreign, jobs.identity(tiny_plan, gru))
+        loop.load_checkpoint(foreign, jobs.identity(tiny_plan, gru))
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(foreign.read_bytes()[:100])
     with pytest.raises(ArtifactError, match="unreadable checkpoint"):
-        a2c.load_checkpoint(truncated, jobs.identity(tiny_plan, memoryless))
+        loop.load_checkpoint(truncated, jobs.identity(tiny_plan, memoryless))
 
 
 @pytest.fixture
@@ -186,3 +188,28 @@ def test_probe_and_baselines_share_held_out_tasks(frozen_run, tmp_path, tiny_pla
         return (wide["expected_reward"] + wide["regret"]).to_list()
 
     assert best(first) == pytest.approx(best(baseline), abs=1e-12)
+
+
+def test_ppo_surrogate_has_the_a2c_gradient_at_ratio_one():
+    torch.manual_seed(0)
+    outputs = torch.randn(3, 4, 3, requires_grad=True)
+    actions = torch.randint(0, 2, (3, 4))
+    advantages, returns = torch.randn(3, 4), torch.randn(3, 4)
+    a2c_loss = actor_critic_loss(outputs, actions, advantages, returns, 0.5, 0.01).total
+    (a2c_gradient,) = torch.autograd.grad(a2c_loss, outputs)
+    with torch.no_grad():
+        old = torch.log_softmax(outputs[..., :2], -1).gather(-1, actions[..., None]).squeeze(-1)
+    ppo_loss = actor_critic_loss(outputs, actions, advantages, returns, 0.5, 0.01, old_log_probs=old).total
+    (ppo_gradient,) = torch.autograd.grad(ppo_loss, outputs)
+    torch.testing.assert_close(ppo_gradient, a2c_gradient)
+
+
+def test_ppo_trains_and_resumes_like_a2c(tmp_path, tiny_spec):
+    text = tiny_spec.read_text().replace("training: {", "training: {algorithm: ppo, ppo_epochs: 2, ")
+    tiny_spec.write_text(text)
+    plan = make_plan(load_study(tiny_spec))
+    run = run_of(plan, "gru")
+    assert run.training.algorithm == "ppo"
+    first = state_of(jobs.train_job(plan, run.id, tmp_path / "a", progress=False))
+    second = state_of(jobs.train_job(plan, run.id, tmp_path / "b", progress=False))
+    assert first["update"] == 2 and all(torch.equal(t, second["model"][n]) for n, t in first["model"].items())

@@ -25,7 +25,7 @@ from mesaprobe.probes import PROBES
 from mesaprobe.seeding import derive_seed, make_generator
 from mesaprobe.spec import Component, Plan, Run
 from mesaprobe.spec.plan import ProbeJob
-from mesaprobe.train.a2c import HISTORY_KEYS, TrainingState, load_checkpoint, save_checkpoint, train
+from mesaprobe.train.loop import TrainingState, load_checkpoint, mean_of_last, save_checkpoint, train
 
 CHECKPOINT = "checkpoint.pt"
 PARTIAL = "partial.pt"
@@ -94,7 +94,6 @@ def train_job(plan: Plan, run_id: str, results: Path, progress: bool = True) -> 
     session_seconds = time.perf_counter() - started
     checkpoint = directory / CHECKPOINT
     save_checkpoint(state, checkpoint, expected)
-    last = state.history[-min(10, len(state.history)) :]
     write_json(
         directory / TRAIN_MANIFEST,
         {
@@ -107,7 +106,7 @@ def train_job(plan: Plan, run_id: str, results: Path, progress: bool = True) -> 
             "wall_seconds": state.wall_seconds,
             "env_steps_per_second": state.env_steps / max(state.wall_seconds, 1e-9),
             "session_seconds": session_seconds,
-            "final_metrics": {key: sum(entry[key] for entry in last) / len(last) for key in HISTORY_KEYS[2:]},
+            "final_metrics": mean_of_last(state.history),
             "history": state.history,
             **provenance(str(device)),
         },
@@ -125,7 +124,6 @@ def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:
     checkpoint = load_checkpoint(directory / CHECKPOINT, identity(plan, run))
     model.load_state_dict(checkpoint["model"])
     history = checkpoint["history"]
-    last = history[-min(10, len(history)) :] or [{key: float("nan") for key in HISTORY_KEYS}]
     manifest = {
         "run": run.id,
         "study": plan.study.name,
@@ -141,7 +139,7 @@ def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:
             "updates": checkpoint["update"],
             "env_steps": checkpoint["env_steps"],
             "wall_seconds": checkpoint["wall_seconds"],
-            "final_metrics": {key: sum(entry[key] for entry in last) / len(last) for key in HISTORY_KEYS[2:]},
+            "final_metrics": mean_of_last(history),
         },
         **provenance("cpu"),
     }

@@ -10,8 +10,10 @@ from mesaprobe.spec.settings import SettingError
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    algorithm: Literal["a2c"] = "a2c"
-    """Learning algorithm. a2c: advantage actor-critic over whole episodes."""
+    algorithm: Literal["a2c", "ppo", "predict"] = "a2c"
+    """Learning algorithm. a2c: advantage actor-critic over whole episodes; ppo: proximal
+    policy optimisation (clipped surrogate, GAE) over whole episodes; predict: log-loss
+    training of a next-symbol predictor (prediction environments)."""
     env_steps: int = 10_000_000
     """Environment steps to train for (episodes x horizon), rounded up to whole updates."""
     batch: int = 64
@@ -34,13 +36,19 @@ class TrainingConfig:
     """Gradient norm clip."""
     normalize_advantages: bool = True
     """Standardise advantages within each update."""
+    ppo_epochs: int = 4
+    """PPO: passes over each rollout."""
+    ppo_minibatches: int = 4
+    """PPO: minibatches (of whole episodes) per pass."""
+    ppo_clip: float = 0.2
+    """PPO: clipping range of the probability ratio."""
     checkpoint_every: int = 50
     """Updates between resumable checkpoints (partial.pt in the run directory)."""
     device: str = "auto"
     """Where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
 
     def validate(self) -> None:
-        for name in ("env_steps", "batch", "checkpoint_every"):
+        for name in ("env_steps", "batch", "checkpoint_every", "ppo_epochs", "ppo_minibatches"):
             if getattr(self, name) < 1:
                 raise SettingError(name, f"expected a positive integer, got {getattr(self, name)}")
         if self.lr <= 0:
@@ -48,7 +56,7 @@ class TrainingConfig:
         for name in ("gamma", "gae_lambda", "lr_final_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingError(name, f"expected a number in [0, 1], got {getattr(self, name)}")
-        for name in ("value_coef", "entropy_coef", "entropy_final", "max_grad_norm"):
+        for name in ("value_coef", "entropy_coef", "entropy_final", "max_grad_norm", "ppo_clip"):
             if getattr(self, name) < 0:
                 raise SettingError(name, f"expected a non-negative number, got {getattr(self, name)}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):

@@ -45,12 +45,23 @@ def actor_critic_loss(
     returns: Tensor,
     value_coef: float,
     entropy_coef: float,
+    old_log_probs: Tensor | None = None,
+    clip: float = 0.2,
 ) -> LossParts:
-    """The A2C loss: policy gradient with a learned baseline, value regression, entropy bonus."""
+    """Policy gradient with a learned baseline, value regression and an entropy bonus.
+
+    Without ``old_log_probs`` the policy term is A2C's ``-A log pi(a)``; with them it is
+    PPO's clipped surrogate ``-min(r A, clip(r, 1 - clip, 1 + clip) A)`` with
+    ``r = pi(a) / pi_old(a)`` (equal gradients at r = 1).
+    """
     logits, values = policy_and_value(outputs, outputs.shape[-1] - 1)
     log_probs = F.log_softmax(logits, dim=-1)  # (B, T, A)
     chosen = log_probs.gather(-1, actions[..., None]).squeeze(-1)  # (B, T)
     entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
-    policy = -(chosen * advantages).mean()
+    if old_log_probs is None:
+        policy = -(chosen * advantages).mean()
+    else:
+        ratio = (chosen - old_log_probs).exp()
+        policy = -torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages).mean()
     value = 0.5 * (returns - values).pow(2).mean()
     return LossParts(policy + value_coef * value - entropy_coef * entropy, policy, value, entropy)

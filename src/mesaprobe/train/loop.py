@@ -1,10 +1,9 @@
-"""Advantage actor-critic over whole episodes, all tasks of an update batched on one device.
+"""The training loop shared by every algorithm: progress, checkpoints, preemption, divergence.
 
-Each update samples ``batch`` fresh tasks, plays one episode of each with the current
-policy (acting step by step through the model's ``step``), then recomputes the
-outputs of the whole episodes with ``forward`` for the gradient: the two agree
-numerically (tested), so this is exactly on-policy.  The policy and the value are
-two heads of one sequence model (outputs ``[..., :actions]`` and ``[..., actions]``).
+Each update (see :mod:`mesaprobe.train.rl` for A2C/PPO and :mod:`mesaprobe.train.predict`
+for log-loss training) samples a batch of fresh tasks and takes gradient steps; this
+loop counts env steps, shows progress (steps, reward or log-loss, env-steps/s) and
+keeps the run resumable.
 
 Training is resumable: every ``checkpoint_every`` updates, and when the process is
 asked to stop (SIGTERM, SIGUSR1: preemption), the model, optimiser, generator states
@@ -24,16 +23,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mesaprobe.agents import ModelAgent, policy_and_value
 from mesaprobe.envs.base import Environment
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.models.base import SequenceModel
 from mesaprobe.train.config import TrainingConfig
-from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
-from mesaprobe.train.rollout import play
-
-#: Keys of each entry of a run's training history.
-HISTORY_KEYS = ("update", "env_steps", "reward_per_step", "regret_per_step", "entropy", "value_loss")
 
 
 class Preempted(UserError):
@@ -102,43 +95,34 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
     return checkpoint
 
 
-def a2c_update(
+def update(
     environment: Environment, state: TrainingState, config: TrainingConfig, total_updates: int
-) -> dict[str, float]:
-    """Play one batch of fresh tasks and take one gradient step; returns the update's statistics."""
-    model, device = state.model, state.model.device
-    actions = environment.action_count
+) -> dict:
+    """One update of the run's algorithm; returns its statistics (tensors or numbers)."""
+    if config.algorithm in ("a2c", "ppo"):
+        from mesaprobe.train.rl import rl_update
+
+        return rl_update(environment, state, config, total_updates)
+    if config.algorithm == "predict":
+        from mesaprobe.train.predict import predict_update
+
+        return predict_update(environment, state, config, total_updates)
+    raise ValueError(f"unknown training algorithm {config.algorithm!r}")
+
+
+def schedule(config: TrainingConfig, state: TrainingState, total_updates: int) -> float:
+    """Set this update's learning rate (linear decay); returns the fraction of training done."""
     progress = state.update / max(1, total_updates)
-    entropy_coef = config.entropy_coef + (config.entropy_final - config.entropy_coef) * progress
     for group in state.optimizer.param_groups:
         group["lr"] = config.lr * (1.0 + (config.lr_final_fraction - 1.0) * progress)
+    return progress
 
-    tasks = environment.sample_tasks(config.batch, state.task_generator, device)
-    with torch.no_grad():
-        trajectory = play(
-            environment, tasks, ModelAgent(model, actions), state.task_generator, state.action_generator
-        )
-    outputs = model(trajectory.observations)  # (B, T, actions + 1)
-    _, values = policy_and_value(outputs, actions)
-    advantages, returns = generalized_advantages(
-        trajectory.rewards, values.detach(), config.gamma, config.gae_lambda
-    )
-    if config.normalize_advantages:
-        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    loss = actor_critic_loss(
-        outputs, trajectory.actions, advantages, returns, config.value_coef, entropy_coef
-    )
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.total.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-    state.optimizer.step()
-    return {
-        "reward_per_step": trajectory.expected_rewards.mean(),
-        "regret_per_step": trajectory.regrets.mean(),
-        "entropy": loss.entropy.detach(),
-        "value_loss": loss.value.detach(),
-        "loss": loss.total.detach(),
-    }
+
+def mean_of_last(history: list[dict[str, float]], count: int = 10) -> dict[str, float]:
+    """Each metric of the last ``count`` history entries, averaged (the run's final metrics)."""
+    last = history[-count:]
+    keys = [key for key in (last[0] if last else {}) if key not in ("update", "env_steps")]
+    return {key: sum(entry[key] for entry in last) / len(last) for key in keys}
 
 
 class StopRequest:
@@ -190,28 +174,21 @@ def train(
     with StopRequest() as stop, bar:
         started = time.perf_counter() - state.wall_seconds
         while state.update < total_updates:
-            statistics = a2c_update(environment, state, config, total_updates)
+            statistics = update(environment, state, config, total_updates)
             values = {name: float(value) for name, value in statistics.items()}  # one sync per update
             if not all(math.isfinite(value) for value in values.values()) or not all(
                 torch.isfinite(p).all() for p in state.model.parameters()
             ):
                 raise TrainingDiverged(
                     f"{partial_path.parent}: training diverged at update {state.update + 1} "
-                    f"(loss {values['loss']}); the last good checkpoint is {partial_path.name}"
+                    f"({values}); the last good checkpoint is {partial_path.name}"
                 )
             state.update += 1
             state.env_steps += steps_per_update
             state.wall_seconds = time.perf_counter() - started
-            state.history.append(
-                {"update": state.update, "env_steps": state.env_steps}
-                | {key: values[key] for key in HISTORY_KEYS[2:]}
-            )
+            state.history.append({"update": state.update, "env_steps": state.env_steps} | values)
             bar.update(steps_per_update)
-            bar.set_postfix(
-                reward=f"{values['reward_per_step']:.3f}",
-                regret=f"{values['regret_per_step']:.3f}",
-                refresh=False,
-            )
+            bar.set_postfix({key: f"{value:.3f}" for key, value in list(values.items())[:2]}, refresh=False)
             if state.update % config.checkpoint_every == 0 and state.update < total_updates:
                 save_checkpoint(state, partial_path, identity)
             if stop.received is not None:

@@ -1,0 +1,107 @@
+"""Actor-critic updates over whole episodes: A2C and PPO share the rollout and the loss.
+
+Each update samples ``batch`` fresh tasks, plays one episode of each with the current
+policy (acting step by step through the model's ``step``), then recomputes the
+outputs of the whole episodes with ``forward`` for the gradient: the two agree
+numerically (tested), so A2C is exactly on-policy and PPO's first epoch starts at
+ratio 1.  The policy and the value are two heads of one sequence model (outputs
+``[..., :actions]`` and ``[..., actions]``); recurrent state is reset at every
+episode boundary because every sequence is one whole episode.
+
+* ``a2c``: one gradient step on the whole batch (advantage actor-critic);
+* ``ppo``: ``ppo_epochs`` passes over ``ppo_minibatches`` minibatches of whole
+  episodes with the clipped surrogate objective (Schulman et al. 2017), advantages
+  from GAE computed once per rollout.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from mesaprobe.agents import ModelAgent, policy_and_value
+from mesaprobe.envs.base import Environment
+from mesaprobe.train.config import TrainingConfig
+from mesaprobe.train.loop import TrainingState, schedule
+from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
+from mesaprobe.train.rollout import Trajectory, play
+
+
+def rollout(environment: Environment, state: TrainingState, batch: int) -> Trajectory:
+    """Play one episode of ``batch`` fresh tasks with the current (sampling) policy."""
+    model = state.model
+    tasks = environment.sample_tasks(batch, state.task_generator, model.device)
+    with torch.no_grad():
+        agent = ModelAgent(model, environment.action_count)
+        return play(environment, tasks, agent, state.task_generator, state.action_generator)
+
+
+def normalized(advantages: Tensor) -> Tensor:
+    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+
+def gradient_step(state: TrainingState, loss: Tensor, config: TrainingConfig) -> None:
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.max_grad_norm)
+    state.optimizer.step()
+
+
+def rl_update(
+    environment: Environment, state: TrainingState, config: TrainingConfig, total_updates: int
+) -> dict[str, Tensor]:
+    """One rollout and its A2C step or PPO epochs; returns the update's statistics."""
+    progress = schedule(config, state, total_updates)
+    entropy_coef = config.entropy_coef + (config.entropy_final - config.entropy_coef) * progress
+    actions = environment.action_count
+    trajectory = rollout(environment, state, config.batch)
+
+    if config.algorithm == "a2c":
+        outputs = state.model(trajectory.observations)  # (B, T, actions + 1)
+        values = policy_and_value(outputs, actions)[1].detach()
+        advantages, returns = generalized_advantages(
+            trajectory.rewards, values, config.gamma, config.gae_lambda
+        )
+        if config.normalize_advantages:
+            advantages = normalized(advantages)
+        loss = actor_critic_loss(
+            outputs, trajectory.actions, advantages, returns, config.value_coef, entropy_coef
+        )
+        gradient_step(state, loss.total, config)
+    else:
+        with torch.no_grad():
+            logits, values = policy_and_value(state.model(trajectory.observations), actions)
+            old_log_probs = (
+                torch.log_softmax(logits, -1).gather(-1, trajectory.actions[..., None]).squeeze(-1)
+            )
+        advantages, returns = generalized_advantages(
+            trajectory.rewards, values, config.gamma, config.gae_lambda
+        )
+        batch = trajectory.actions.shape[0]
+        size = -(-batch // config.ppo_minibatches)
+        for _ in range(config.ppo_epochs):
+            order = torch.randperm(batch, generator=state.action_generator, device=state.model.device)
+            for start in range(0, batch, size):
+                episodes = order[start : start + size]
+                minibatch_advantages = advantages[episodes]
+                if config.normalize_advantages:
+                    minibatch_advantages = normalized(minibatch_advantages)
+                outputs = state.model(trajectory.observations[episodes])
+                loss = actor_critic_loss(
+                    outputs,
+                    trajectory.actions[episodes],
+                    minibatch_advantages,
+                    returns[episodes],
+                    config.value_coef,
+                    entropy_coef,
+                    old_log_probs=old_log_probs[episodes],
+                    clip=config.ppo_clip,
+                )
+                gradient_step(state, loss.total, config)
+
+    return {
+        "reward_per_step": trajectory.expected_rewards.mean(),
+        "regret_per_step": trajectory.regrets.mean(),
+        "entropy": loss.entropy.detach(),
+        "value_loss": loss.value.detach(),
+    }
