@@ -141,6 +141,7 @@ BAD_STUDIES = [
     ),
     (lambda d: d["training"].update(env_steps="3e6"), "training.env_steps", "integer"),
     (lambda d: d["training"].update(gamma=1.5), "training.gamma", "maximum of 1"),
+    (lambda d: d["training"].update(algorithm="predict"), "training.algorithm", "a2c, ppo"),
     (lambda d: d.update(seeds=[]), "seeds", ""),
     (lambda d: d.update(seeds=[0, 0]), "seeds", ""),
     (lambda d: d.update(baselines=["oracle_of_delphi"]), "baselines.oracle_of_delphi.family", "thompson"),

@@ -18,6 +18,9 @@ from mesaprobe.spec.settings import SettingError, as_dict
 from mesaprobe.spec.study import Component, Study, settings_hash
 from mesaprobe.train.config import TrainingConfig
 
+#: Training algorithms that fit each kind of environment.
+ALGORITHMS_FOR_KIND = {"bandit": ("a2c", "ppo"), "prediction": ("predict",)}
+
 #: Training settings that change where or how often work happens, not what is learned.
 OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every")
 
@@ -175,9 +178,17 @@ def make_plan(study: Study) -> Plan:
 
     runs: dict[str, Run] = {}
     for environment in study.environments:
+        kind = ENVIRONMENTS.get(environment.family).kind
         for architecture in study.architectures:
             for training, training_variant in study.trainings:
                 resolved_training = with_overrides(study, architecture, training)
+                if resolved_training.algorithm not in ALGORITHMS_FOR_KIND[kind]:
+                    raise SpecError(
+                        study.file,
+                        "training.algorithm",
+                        f"environment {environment.name!r} ({kind}) is trained with one of: "
+                        f"{', '.join(ALGORITHMS_FOR_KIND[kind])}; got {resolved_training.algorithm!r}",
+                    )
                 for seed in study.seeds:
                     run = Run(environment, architecture, resolved_training, training_variant, seed)
                     runs.setdefault(run.id, run)
