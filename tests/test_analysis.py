@@ -467,3 +467,17 @@ def test_make_charts_writes_offline_html_and_svg(tmp_path: Path) -> None:
 def test_make_charts_needs_the_tables(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="file not found"):
         make_charts(tmp_path, tmp_path / "charts")
+
+
+def test_paper_table_puts_settings_down_and_agents_across(tiny_tables: dict[str, Path]) -> None:
+    summary = pl.read_parquet(tiny_tables["summary"])
+    table = pl.read_csv(tiny_tables["total_reward_table"])
+    expected_agents = summary.filter(pl.col("metric") == "total_reward")["agent"].unique().to_list()
+    assert table.columns[:2] == ["environment", "probe"]
+    assert sorted(table.columns[2:]) == sorted(expected_agents)
+    kinds = dict(summary.select("agent", "agent_kind").unique().iter_rows())
+    order = [kinds[agent] for agent in table.columns[2:]]
+    assert order == sorted(order, key=lambda kind: kind == "architecture")  # baselines first
+    row = summary.filter(pl.col("metric") == "total_reward").row(0, named=True)
+    cell = table.filter(pl.col("environment") == row["environment"])[row["agent"]][0]
+    assert cell.startswith(f"{round(row['mean'], 2)} [")

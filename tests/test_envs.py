@@ -82,8 +82,8 @@ def test_rewards_follow_arm_probabilities():
     _, _, reward, _ = environment.step(state, action, make_generator("luck"))
     # E[reward - p] = 0 with sd <= 0.5/sqrt(50000) = 0.0022 -> 5 sigma.
     assert abs((reward - tasks.probs[:, 0]).mean().item()) < 5 * 0.5 / 50_000**0.5
-    assert torch.equal(environment.expected_reward(tasks, action), tasks.probs[:, 0])
-    assert torch.equal(environment.best_expected_reward(tasks), tasks.probs.max(dim=1).values)
+    assert torch.equal(environment.expected_reward(state, action), tasks.probs[:, 0])
+    assert torch.equal(environment.best_expected_reward(state), tasks.probs.max(dim=1).values)
 
 
 def test_common_random_numbers_make_better_arm_pay_at_least_as_often():
@@ -114,3 +114,69 @@ def test_invalid_settings_name_their_key(settings, key):
     with pytest.raises(SettingError) as error:
         BernoulliBanditConfig(**settings).validate()
     assert error.value.key == key
+
+
+def play_constant_arm(environment, tasks, arm: int = 0):
+    from mesaprobe.train.rollout import play
+
+    class Constant:
+        def initial_state(self, batch, horizon, device):
+            return None
+
+        def act(self, state, observation, generator):
+            return None, torch.full((observation.shape[0],), arm)
+
+    return play(environment, tasks, Constant(), make_generator("luck"), make_generator("actions"))
+
+
+def test_longer_horizon_keeps_the_trained_time_scale():
+    from mesaprobe.envs.bernoulli_bandit import BanditTransform
+
+    environment = bandit(arms=2, horizon=10).transformed(BanditTransform(horizon_factor=3))
+    assert environment.horizon == 30
+    trajectory = play_constant_arm(environment, environment.sample_tasks(4, make_generator("t"), "cpu"))
+    assert trajectory.actions.shape == (4, 30)
+    torch.testing.assert_close(trajectory.observations[0, 1:, -1], torch.arange(1, 30) / 10)
+
+
+def test_squeezed_and_shifted_priors():
+    from mesaprobe.envs.bernoulli_bandit import BanditTransform
+
+    squeezed = bandit().transformed(BanditTransform(squeeze=(0.4, 0.6)))
+    probs = squeezed.sample_tasks(5000, make_generator("s"), "cpu").probs
+    assert probs.min() >= 0.4 and probs.max() <= 0.6
+    shifted = bandit().transformed(BanditTransform(prior_alpha=0.5, prior_beta=0.5))
+    assert shifted.prior == (0.5, 0.5)
+    probs = shifted.sample_tasks(20_000, make_generator("b"), "cpu").probs
+    # Beta(1/2, 1/2): P(p < 0.1) = (2/pi) asin(sqrt(0.1)) = 0.2048; 40000 draws -> sd 0.002.
+    assert abs((probs < 0.1).float().mean().item() - 0.2048) < 5 * 0.002
+
+
+def test_restless_switch_changes_the_best_arm_mid_episode():
+    from mesaprobe.envs.bernoulli_bandit import BanditTransform
+
+    environment = bandit(arms=2, horizon=10).transformed(BanditTransform(switch_at=0.5))
+    tasks = environment.sample_tasks(1000, make_generator("r"), "cpu")
+    assert tasks.switch_step == 5
+    trajectory = play_constant_arm(environment, tasks)
+    torch.testing.assert_close(trajectory.expected_rewards[:, :5], tasks.probs[:, :1].expand(-1, 5))
+    torch.testing.assert_close(
+        trajectory.expected_rewards[:, 5:], tasks.probs_after_switch[:, :1].expand(-1, 5)
+    )
+    torch.testing.assert_close(
+        trajectory.best_expected_rewards[:, 5:], tasks.probs_after_switch.max(1).values[:, None].expand(-1, 5)
+    )
+
+
+def test_permuted_labels_move_the_arms_together():
+    from mesaprobe.envs.bernoulli_bandit import BanditTransform
+
+    base = bandit(arms=5, prior="beta", prior_alpha=1.0, prior_beta=1.0)
+    plain = base.sample_tasks(3, make_generator("p"), "cpu").probs
+    permuted = (
+        base.transformed(BanditTransform(permute_labels=True))
+        .sample_tasks(3, make_generator("p"), "cpu")
+        .probs
+    )
+    assert not torch.equal(plain, permuted)
+    assert torch.equal(plain.sort(dim=1).values, permuted.sort(dim=1).values)

@@ -195,8 +195,8 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
         raise ArtifactError(
             frozen.manifest_path, f"belongs to run {frozen.manifest['run']!r}, not {run.id!r}"
         )
-    environment = make_environment(run.environment)
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
+    environment = probe_kind.environment(make_environment(run.environment))
     agent = ModelAgent(frozen.model, environment.action_count, policy=job.probe.config.policy)
     rows = probe_kind.run(
         agent,
@@ -228,9 +228,9 @@ def baseline_job(plan: Plan, environment: str, probe: str, baseline: str, seed: 
         raise UserError(
             f"{plan.study.file}: no baseline job ({environment}, {probe}, {baseline}, seed {seed}) in this study"
         )
-    env = make_environment(job.environment)
-    agent = BASELINES.get(job.baseline.family)(job.baseline.config, env)
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
+    env = probe_kind.environment(make_environment(job.environment))
+    agent = BASELINES.get(job.baseline.family)(job.baseline.config, env)
     rows = probe_kind.run(
         agent,
         env,

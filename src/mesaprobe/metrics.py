@@ -34,8 +34,8 @@ ADAPTATION_FRACTION = 0.1
 
 
 def bandit_step_metrics(expected_rewards: Tensor, best_expected_rewards: Tensor) -> dict[str, Tensor]:
-    """Per-step metrics (each (B, T)) from the chosen arms' and best arms' expected rewards."""
-    regret = best_expected_rewards[:, None] - expected_rewards  # (B, T)
+    """Per-step metrics (each (B, T)) from the chosen arms' and best arms' expected rewards (B, T)."""
+    regret = best_expected_rewards - expected_rewards  # (B, T)
     return {
         "expected_reward": expected_rewards,
         "regret": regret,

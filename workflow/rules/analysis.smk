@@ -14,6 +14,12 @@ rule collect:
             category="Tables",
             labels={"table": "summary"},
         ),
+        total_reward_table=report(
+            f"{OUT}/tables/total_reward_table.csv",
+            caption="../report/total_reward_table.rst",
+            category="Tables",
+            labels={"table": "total reward by setting"},
+        ),
         provenance=f"{OUT}/tables/tables.json",
     log:
         f"{OUT}/logs/collect.log",

@@ -93,6 +93,7 @@ TABLE_FILES = {
     "curve_bands": "curve_bands.parquet",
     "summary": "summary.parquet",
     "summary_csv": "summary.csv",
+    "total_reward_table": "total_reward_table.csv",
     "provenance": "tables.json",
 }
 
@@ -575,6 +576,29 @@ def _bootstrap_groups(
     return intervals  # type: ignore[return-value]
 
 
+def paper_table(summary: pl.DataFrame, metric: str) -> pl.DataFrame:
+    """One row per (environment, probe), one column per agent: ``metric``'s mean with its CI.
+
+    Laid out like the tables of Duan et al. (2016): settings down, agents across,
+    baselines first (in the study's order) then architectures; cells read
+    ``mean [ci_low, ci_high]``.
+    """
+    rows = summary.filter(pl.col("metric") == metric)
+    cells = rows.with_columns(
+        pl.format(
+            "{} [{}, {}]", pl.col("mean").round(2), pl.col("ci_low").round(2), pl.col("ci_high").round(2)
+        ).alias("cell")
+    )
+    order = (
+        rows.select("agent", "agent_kind")
+        .unique(maintain_order=True)
+        .sort(pl.col("agent_kind") == "architecture", maintain_order=True)["agent"]
+        .to_list()
+    )
+    wide = cells.pivot(on="agent", index=["environment", "probe"], values="cell", aggregate_function="first")
+    return wide.select("environment", "probe", *[agent for agent in order if agent in wide.columns])
+
+
 def collect(
     probe_paths: Iterable[str | Path],
     out_dir: str | Path,
@@ -620,6 +644,8 @@ def collect(
             frame.write_parquet(temporary)
     with atomic_path(written["summary_csv"]) as temporary:
         summary.write_csv(temporary)
+    with atomic_path(written["total_reward_table"]) as temporary:
+        paper_table(summary, "total_reward").write_csv(temporary)
     write_json(
         written["provenance"],
         {

@@ -11,8 +11,9 @@ Reinforcement-learning families (``kind = "bandit"``) provide::
     sample_tasks(n, generator, device) -> tasks
     reset(tasks) -> (state, observation)              # observation: (B, observation_size)
     step(state, action, generator) -> (state, observation, reward, done)
-    expected_reward(tasks, action) -> (B,)            # regret without sampling noise
-    best_expected_reward(tasks) -> (B,)
+    expected_reward(state, action) -> (B,)            # regret without sampling noise
+    best_expected_reward(state) -> (B,)
+    transformed(transform) -> Environment             # out-of-distribution variant
 """
 
 from __future__ import annotations

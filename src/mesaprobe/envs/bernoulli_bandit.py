@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from mesaprobe.envs.base import Environment
+from mesaprobe.seeding import derive_seed
 from mesaprobe.spec.settings import SettingError
 
 Prior = Literal[
@@ -73,10 +74,20 @@ class BernoulliBanditConfig:
 class BanditTasks:
     probs: Tensor
     """(B, arms) success probability of each arm."""
+    probs_after_switch: Tensor | None = None
+    """(B, arms) probabilities from pull ``switch_step`` on (restless probes), or None."""
+    switch_step: int | None = None
+    """Pulls after which ``probs_after_switch`` replaces ``probs``."""
 
     @property
     def batch(self) -> int:
         return self.probs.shape[0]
+
+    def probs_at(self, t: int) -> Tensor:
+        """(B, arms) arm probabilities of pull ``t + 1`` (after ``t`` pulls)."""
+        if self.switch_step is not None and t >= self.switch_step:
+            return self.probs_after_switch
+        return self.probs
 
 
 @dataclass(frozen=True)
@@ -85,21 +96,101 @@ class BanditState:
     t: int
     """Pulls made so far in this episode (the same for every episode of the batch)."""
 
+    @property
+    def probs(self) -> Tensor:
+        return self.tasks.probs_at(self.t)
+
+
+@dataclass(frozen=True)
+class BanditTransform:
+    """An out-of-distribution variant of a bandit environment (all defaults: no change)."""
+
+    horizon_factor: int = 1
+    """Episodes are this many times longer; the time input keeps the trained scale, so it
+    runs past 1."""
+    prior_alpha: float | None = None
+    """Arms drawn independently from Beta(prior_alpha, prior_beta) instead of the trained prior."""
+    prior_beta: float | None = None
+    """See prior_alpha."""
+    squeeze: tuple[float, float] | None = None
+    """Arm probabilities mapped linearly from [0, 1] into [low, high] (harder to tell apart)."""
+    permute_labels: bool = False
+    """Arm labels permuted by one fixed random permutation."""
+    switch_at: float | None = None
+    """Fraction of the episode after which every arm probability is drawn afresh (restless)."""
+
+    def validate(self) -> None:
+        if self.horizon_factor < 1:
+            raise SettingError("horizon_factor", f"expected a positive integer, got {self.horizon_factor}")
+        if (self.prior_alpha is None) != (self.prior_beta is None):
+            raise SettingError("prior_alpha", "set both prior_alpha and prior_beta, or neither")
+        if self.prior_alpha is not None and (self.prior_alpha <= 0 or self.prior_beta <= 0):
+            raise SettingError("prior_alpha", "expected positive Beta parameters")
+        if self.squeeze is not None and not 0.0 <= self.squeeze[0] < self.squeeze[1] <= 1.0:
+            raise SettingError(
+                "squeeze", f"expected [low, high] with 0 <= low < high <= 1, got {list(self.squeeze)}"
+            )
+        if self.switch_at is not None and not 0.0 < self.switch_at < 1.0:
+            raise SettingError(
+                "switch_at", f"expected a fraction of the episode in (0, 1), got {self.switch_at}"
+            )
+
 
 class BernoulliBandit(Environment):
     kind: ClassVar[str] = "bandit"
     Config: ClassVar[type] = BernoulliBanditConfig
 
-    def __init__(self, config: BernoulliBanditConfig):
+    def __init__(self, config: BernoulliBanditConfig, transform: BanditTransform | None = None):
         super().__init__(config)
+        self.transform = transform or BanditTransform()
         self.arms = config.arms
         self.action_count = config.arms
         self.observation_size = config.arms + 2  # one-hot action, reward, time fraction
+        self.time_horizon = config.horizon  # the time input is t / trained horizon
+
+    @property
+    def horizon(self) -> int:
+        return self.config.horizon * self.transform.horizon_factor
+
+    def transformed(self, transform: BanditTransform) -> BernoulliBandit:
+        """The same environment with an out-of-distribution transform (see BanditTransform)."""
+        return BernoulliBandit(self.config, transform)
+
+    @property
+    def prior(self) -> tuple[float, float] | None:
+        """(alpha, beta) of independent Beta arm priors as played (after transforms), else None."""
+        if self.transform.prior_alpha is not None:
+            return (self.transform.prior_alpha, self.transform.prior_beta)
+        if self.transform.squeeze is not None:
+            return None
+        return self.config.independent_beta_prior
 
     def sample_tasks(self, n: int, generator: torch.Generator, device: torch.device | str) -> BanditTasks:
-        config = self.config
+        transform = self.transform
+        probs = self.sample_probs(n, generator, device)
+        if transform.permute_labels:
+            probs = probs[:, self.label_permutation().to(probs.device)]
+        if transform.switch_at is None:
+            return BanditTasks(probs=probs)
+        after = self.sample_probs(n, generator, device)
+        switch_step = max(1, round(transform.switch_at * self.horizon))
+        return BanditTasks(probs=probs, probs_after_switch=after, switch_step=switch_step)
+
+    def label_permutation(self) -> Tensor:
+        """The one fixed permutation of arm labels used by ``permute_labels`` (never the identity)."""
+        generator = torch.Generator().manual_seed(derive_seed("label-permutation", self.arms))
+        while True:
+            permutation = torch.randperm(self.arms, generator=generator)
+            if not torch.equal(permutation, torch.arange(self.arms)):
+                return permutation
+
+    def sample_probs(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
+        """(n, arms) arm probabilities from the prior as played (trained prior or transform's)."""
+        config, transform = self.config, self.transform
         shape = (n, config.arms)
-        if config.prior in ("uniform", "beta"):
+        if transform.prior_alpha is not None:
+            probs = sample_beta(transform.prior_alpha, transform.prior_beta, shape, generator, device)
+        elif config.prior in ("uniform", "beta"):
             alpha, beta = config.independent_beta_prior
             if (alpha, beta) == (1.0, 1.0):
                 probs = torch.rand(shape, generator=generator, device=device)
@@ -113,7 +204,10 @@ class BernoulliBandit(Environment):
                 coin = torch.rand((n,), generator=generator, device=device) < 0.5
                 p = torch.where(coin, torch.tensor(high, device=device), torch.tensor(low, device=device))
             probs = torch.stack([p, 1.0 - p], dim=1)  # (B, 2)
-        return BanditTasks(probs=probs)
+        if transform.squeeze is not None:
+            low, high = transform.squeeze
+            probs = low + (high - low) * probs
+        return probs
 
     def reset(self, tasks: BanditTasks) -> tuple[BanditState, Tensor]:
         observation = torch.zeros(tasks.batch, self.observation_size, device=tasks.probs.device)
@@ -128,9 +222,9 @@ class BernoulliBandit(Environment):
         so two agents playing the same tasks with the same generator see the same
         luck, which sharpens comparisons between them.
         """
-        probs = state.tasks.probs
+        probs = state.probs
         luck = torch.rand(probs.shape[0], generator=generator, device=probs.device)
-        reward = (luck < self.expected_reward(state.tasks, action)).to(probs.dtype)
+        reward = (luck < self.expected_reward(state, action)).to(probs.dtype)
         t = state.t + 1
         observation = self.observation(action, reward, t)
         return BanditState(tasks=state.tasks, t=t), observation, reward, t >= self.horizon
@@ -138,16 +232,18 @@ class BernoulliBandit(Environment):
     def observation(self, action: Tensor, reward: Tensor, t: int) -> Tensor:
         """RL^2 input after ``t`` pulls: one-hot last action, last reward, t / horizon."""
         one_hot = torch.nn.functional.one_hot(action, self.arms).to(reward.dtype)
-        time = torch.full_like(reward, t / self.horizon)
+        time = torch.full_like(reward, t / self.time_horizon)
         return torch.cat([one_hot, reward[:, None], time[:, None]], dim=1)  # (B, arms + 2)
 
     @staticmethod
-    def expected_reward(tasks: BanditTasks, action: Tensor) -> Tensor:
-        return tasks.probs.gather(1, action[:, None]).squeeze(1)
+    def expected_reward(state: BanditState, action: Tensor) -> Tensor:
+        """(B,) success probability of ``action`` at this pull."""
+        return state.probs.gather(1, action[:, None]).squeeze(1)
 
     @staticmethod
-    def best_expected_reward(tasks: BanditTasks) -> Tensor:
-        return tasks.probs.max(dim=1).values
+    def best_expected_reward(state: BanditState) -> Tensor:
+        """(B,) success probability of the best arm at this pull."""
+        return state.probs.max(dim=1).values
 
     @staticmethod
     def decode_observation(observation: Tensor, arms: int) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,5 +1,9 @@
 """The adaptation probe: a frozen agent plays held-out tasks; per-step metrics show learning.
 
+Its out-of-distribution settings (longer episodes, shifted or squeezed prior, permuted
+arm labels, a mid-episode switch) transform the environment the agent was trained on;
+baselines play the same transformed tasks.
+
 Held-out tasks come from a generator named by (environment, probe, seed), disjoint
 from every training stream, and shared by every agent evaluated at that seed, so
 architectures and baselines face the same tasks and the same reward luck (common
@@ -15,6 +19,7 @@ import polars as pl
 import torch
 
 from mesaprobe.envs.base import Environment
+from mesaprobe.envs.bernoulli_bandit import BanditTransform
 from mesaprobe.metrics import STEP_METRICS, bandit_step_metrics
 from mesaprobe.seeding import make_generator
 from mesaprobe.spec.settings import SettingError
@@ -29,11 +34,38 @@ class AdaptationConfig:
     """How a trained model picks actions: sample from its policy, or take the most likely."""
     batch: int = 1000
     """Episodes played at once (memory bound only; results do not depend on it)."""
+    horizon_factor: int = 1
+    """Out of distribution: episodes this many times longer than trained (the time input
+    keeps its trained scale and runs past 1)."""
+    prior_alpha: float | None = None
+    """Out of distribution: arms drawn from Beta(prior_alpha, prior_beta) instead of the trained prior."""
+    prior_beta: float | None = None
+    """See prior_alpha."""
+    squeeze: tuple[float, float] | None = None
+    """Out of distribution: arm probabilities mapped from [0, 1] into [low, high]."""
+    permute_labels: bool = False
+    """Out of distribution: arm labels permuted by one fixed random permutation."""
+    switch_at: float | None = None
+    """Out of distribution (restless): after this fraction of the episode every arm
+    probability is drawn afresh."""
 
     def validate(self) -> None:
         for name in ("episodes", "batch"):
             if getattr(self, name) < 1:
                 raise SettingError(name, f"expected a positive integer, got {getattr(self, name)}")
+        self.transform.validate()
+
+    @property
+    def transform(self) -> BanditTransform:
+        """The environment transform these settings ask for (identity by default)."""
+        return BanditTransform(
+            horizon_factor=self.horizon_factor,
+            prior_alpha=self.prior_alpha,
+            prior_beta=self.prior_beta,
+            squeeze=self.squeeze,
+            permute_labels=self.permute_labels,
+            switch_at=self.switch_at,
+        )
 
 
 class AdaptationProbe:
@@ -45,6 +77,10 @@ class AdaptationProbe:
     def __init__(self, config: AdaptationConfig):
         self.config = config
 
+    def environment(self, trained: Environment) -> Environment:
+        """The environment this probe plays: the trained one, transformed as configured."""
+        return trained.transformed(self.config.transform)
+
     def run(
         self,
         agent,
@@ -53,7 +89,8 @@ class AdaptationProbe:
         agent_key: tuple,
         device: torch.device | str = "cpu",
     ) -> pl.DataFrame:
-        """Play ``config.episodes`` held-out episodes; long table (episode, step, metric, value).
+        """Play ``config.episodes`` held-out episodes of ``environment`` (already transformed by
+        :meth:`environment`); long table (episode, step, metric, value).
 
         ``heldout_key`` names the task and reward-luck streams (shared by all agents at
         one seed); ``agent_key`` names the agent's own action-sampling stream.

@@ -21,11 +21,11 @@ class Trajectory:
     expected_rewards: Tensor
     """Expected reward of each chosen action (regret without sampling noise)."""
     best_expected_rewards: Tensor
-    """(B,) expected reward of the best action of each task."""
+    """Expected reward of the best action at each step."""
 
     @property
     def regrets(self) -> Tensor:
-        return self.best_expected_rewards[:, None] - self.expected_rewards
+        return self.best_expected_rewards - self.expected_rewards
 
 
 def play(
@@ -44,11 +44,13 @@ def play(
     actions = torch.empty(batch, horizon, dtype=torch.long, device=device)
     rewards = torch.empty(batch, horizon, device=device)
     expected = torch.empty(batch, horizon, device=device)
+    best = torch.empty(batch, horizon, device=device)
     for t in range(horizon):
         observations[:, t] = observation
         agent_state, action = agent.act(agent_state, observation, agent_generator)
         actions[:, t] = action
-        expected[:, t] = environment.expected_reward(tasks, action)
+        expected[:, t] = environment.expected_reward(state, action)
+        best[:, t] = environment.best_expected_reward(state)
         state, observation, reward, _ = environment.step(state, action, environment_generator)
         rewards[:, t] = reward
     return Trajectory(
@@ -56,5 +58,5 @@ def play(
         actions=actions,
         rewards=rewards,
         expected_rewards=expected,
-        best_expected_rewards=environment.best_expected_reward(tasks),
+        best_expected_rewards=best,
     )
