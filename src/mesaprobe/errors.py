@@ -25,10 +25,10 @@ class SpecError(UserError):
 
     def __init__(self, file: str | Path, key: str, problem: str):
         self.file = str(file)
-        self.key = key
-        self.problem = problem
-        where = f"{self.file}: {key}: " if key else f"{self.file}: "
-        super().__init__(where + problem)
+        self.key = key if key.isprintable() else repr(key)  # keys are shown on one line
+        self.problem = " ".join(problem.split()) if not problem.isprintable() else problem
+        where = f"{self.file}: {self.key}: " if key else f"{self.file}: "
+        super().__init__(where + self.problem)
 
 
 class ArtifactError(UserError):
