@@ -2,9 +2,25 @@
 
 from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit
+from mesaprobe.envs.sequences import (
+    IID,
+    Drifting,
+    Markov,
+    Periodic,
+    Streak,
+    Switching,
+    VariableOrderMarkov,
+)
 from mesaprobe.registry import Registry
 
 ENVIRONMENTS: Registry[type[Environment]] = Registry("environment family")
 ENVIRONMENTS.register("bernoulli_bandit")(BernoulliBandit)
+ENVIRONMENTS.register("iid")(IID)
+ENVIRONMENTS.register("markov")(Markov)
+ENVIRONMENTS.register("streak")(Streak)
+ENVIRONMENTS.register("switching")(Switching)
+ENVIRONMENTS.register("periodic")(Periodic)
+ENVIRONMENTS.register("vom")(VariableOrderMarkov)
+ENVIRONMENTS.register("drifting")(Drifting)
 
 __all__ = ["ENVIRONMENTS", "Environment"]
