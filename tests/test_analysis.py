@@ -28,18 +28,26 @@ from mesaprobe.analysis import (
     two_level_bootstrap,
     write_probe_table,
 )
-from mesaprobe.analysis.charts import chart_files, chart_stem, make_charts, slugify
-from mesaprobe.analysis.tables import episode_metric_values, two_level_weights
+from mesaprobe.analysis.charts import (
+    CHART_TITLES,
+    CHARTS,
+    chart_files,
+    chart_metric,
+    chart_stem,
+    make_charts,
+    slugify,
+)
+from mesaprobe.analysis.tables import episode_metric_values, paper_table, two_level_weights
 from mesaprobe.errors import ArtifactError
-from mesaprobe.metrics import EPISODE_METRICS, STEP_METRICS
+from mesaprobe.metrics import BANDIT_METRICS, METRIC_FAMILIES, PREDICTION_METRICS, MetricFamily
 
 SIGMAS = 4.0
 Z_95 = 1.959964
 
 
-def probe_frame(
-    expected_rewards: np.ndarray,
-    best_expected_rewards: np.ndarray,
+def step_values_frame(
+    step_values: np.ndarray,
+    family: MetricFamily,
     *,
     agent: str,
     agent_kind: str = "architecture",
@@ -49,9 +57,7 @@ def probe_frame(
     variant: str = "",
     probe: str = "adaptation",
 ) -> pl.DataFrame:
-    """A probe table from per-step expected rewards (E, T) and each episode's best arm (E,)."""
-    regret = best_expected_rewards[:, None] - expected_rewards  # (E, T)
-    step_values = np.stack([expected_rewards, regret, regret.cumsum(axis=1)], axis=1)  # (E, M, T)
+    """A probe table from one family's step metrics (E, 3, T), in family order."""
     episodes, metrics, horizon = step_values.shape
     rows = step_values.size
     return pl.DataFrame(
@@ -66,11 +72,26 @@ def probe_frame(
             "seed": np.full(rows, seed),
             "episode": np.repeat(np.arange(episodes), metrics * horizon),
             "step": np.tile(np.arange(1, horizon + 1), episodes * metrics),
-            "metric": np.tile(np.repeat(STEP_METRICS, horizon), episodes),
+            "metric": np.tile(np.repeat(family.step_metrics, horizon), episodes),
             "value": step_values.ravel(),
         },
         schema=PROBE_COLUMNS,
     )
+
+
+def probe_frame(expected_rewards: np.ndarray, best_expected_rewards: np.ndarray, **names) -> pl.DataFrame:
+    """A bandit probe table from per-step expected rewards (E, T) and each episode's best arm (E,)."""
+    regret = best_expected_rewards[:, None] - expected_rewards  # (E, T)
+    step_values = np.stack([expected_rewards, regret, regret.cumsum(axis=1)], axis=1)  # (E, M, T)
+    return step_values_frame(step_values, BANDIT_METRICS, **names)
+
+
+def prediction_frame(logloss: np.ndarray, bayes_logloss: np.ndarray, **names) -> pl.DataFrame:
+    """A prediction probe table from per-step log-loss (E, T) and the Bayes predictor's (E, T)."""
+    regret = logloss - bayes_logloss  # (E, T)
+    step_values = np.stack([logloss, regret, regret.cumsum(axis=1)], axis=1)  # (E, M, T)
+    names = {"environment": "markov", "probe": "prediction", **names}
+    return step_values_frame(step_values, PREDICTION_METRICS, **names)
 
 
 def bernoulli_regret_frame(
@@ -123,8 +144,10 @@ def test_write_probe_table_rejects_wrong_dtype_extra_column_and_unknown_metric(
         write_probe_table(frame.with_columns(pl.col("seed").cast(pl.Int32)), tmp_path / "a.parquet")
     with pytest.raises(ValueError, match="unexpected columns"):
         write_probe_table(frame.with_columns(note=pl.lit("x")), tmp_path / "b.parquet")
-    with pytest.raises(ValueError, match="unknown metric 'logloss_bits'"):
-        write_probe_table(frame.with_columns(metric=pl.lit("logloss_bits")), tmp_path / "c.parquet")
+    with pytest.raises(ValueError, match="unknown metric 'reward'"):
+        write_probe_table(frame.with_columns(metric=pl.lit("reward")), tmp_path / "c.parquet")
+    with pytest.raises(ValueError, match="lacks metric 'regret'; a bandit probe table holds"):
+        write_probe_table(frame.filter(pl.col("metric") != "regret"), tmp_path / "d.parquet")
     assert not list(tmp_path.iterdir())
 
 
@@ -169,9 +192,9 @@ def test_collect_writes_exact_schemas(tiny_tables: dict[str, Path]) -> None:
 
 def test_collect_tiny_study_exact_values(tiny_tables: dict[str, Path]) -> None:
     summary = pl.read_parquet(tiny_tables["summary"])
-    # Architectures before baselines, metrics in EPISODE_METRICS order.
+    # Architectures before baselines, metrics in the bandit family's order.
     assert summary["agent"].to_list() == ["gru"] * 3 + ["thompson"] * 3
-    assert summary["metric"].to_list() == list(EPISODE_METRICS) * 2
+    assert summary["metric"].to_list() == list(BANDIT_METRICS.episode_metrics) * 2
     for row in summary.iter_rows(named=True):
         assert row["mean"] == TINY_EPISODE_METRICS[row["metric"]]
         assert (row["seeds"], row["episodes"]) == (1, 2)
@@ -180,7 +203,7 @@ def test_collect_tiny_study_exact_values(tiny_tables: dict[str, Path]) -> None:
     regret = curves.filter(pl.col("metric") == "regret").sort("step")
     assert regret["value"].to_list() == [0.625, 0.125, 0.25]
     assert regret["episodes"].to_list() == [2, 2, 2]
-    assert curves["metric"].to_list() == [m for m in STEP_METRICS for _ in range(3)]
+    assert curves["metric"].to_list() == [m for m in BANDIT_METRICS.step_metrics for _ in range(3)]
 
     bands = pl.read_parquet(tiny_tables["curve_bands"]).filter(
         (pl.col("agent") == "gru") & (pl.col("metric") == "cumulative_regret")
@@ -198,10 +221,100 @@ def test_episode_metrics_use_the_adaptation_window() -> None:
     regret[0, :2] = [1.0, 0.5]
     regret[0, -2:] = [0.25, 0.25]
     step_values = np.stack([1.0 - regret, regret, regret.cumsum(axis=1)], axis=1)
-    values = dict(zip(EPISODE_METRICS, episode_metric_values(step_values)[0], strict=True))
+    values = dict(
+        zip(
+            BANDIT_METRICS.episode_metrics, episode_metric_values(step_values, BANDIT_METRICS)[0], strict=True
+        )
+    )
     assert values["adaptation"] == 0.75 - 0.25
     assert values["cumulative_regret"] == 2.0
     assert values["total_reward"] == horizon - 2.0
+
+
+# Tiny prediction study: log-loss in bits of two episodes of three steps, and the exact
+# Bayes-optimal predictor's on the same sequences; all values dyadic, so means are exact.
+TINY_LOGLOSS = np.array([[1.0, 0.5, 0.25], [2.0, 1.0, 1.0]])
+TINY_BAYES_LOGLOSS = np.array([[0.5, 0.5, 0.5], [1.0, 1.0, 0.5]])
+# regret_bits:            [[0.5, 0, -0.25], [1.0, 0, 0.5]]  (an oracle may beat Bayes)
+# cumulative_regret_bits: [[0.5, 0.5, 0.25], [1.0, 1.0, 1.5]]
+# adaptation window: ceil(0.1 * 3) = 1 step at each end.
+TINY_PREDICTION_EPISODE_METRICS = {
+    "total_logloss_bits": (1.75 + 4.0) / 2,
+    "cumulative_regret_bits": (0.25 + 1.5) / 2,
+    "adaptation": ((0.5 - -0.25) + (1.0 - 0.5)) / 2,
+}
+
+
+def test_prediction_episode_metrics_by_hand() -> None:
+    regret = TINY_LOGLOSS - TINY_BAYES_LOGLOSS
+    step_values = np.stack([TINY_LOGLOSS, regret, regret.cumsum(axis=1)], axis=1)  # (E, M, T)
+    values = episode_metric_values(step_values, PREDICTION_METRICS)
+    np.testing.assert_array_equal(values, [[1.75, 0.25, 0.75], [4.0, 1.5, 0.5]])
+
+
+def test_collect_tiny_prediction_study_exact_values(tmp_path: Path) -> None:
+    paths = []
+    # The Bayes-optimal baseline's log-loss is the Bayes log-loss itself: zero regret.
+    for agent, kind, logloss in (
+        ("bayes_optimal", "baseline", TINY_BAYES_LOGLOSS),
+        ("gru", "architecture", TINY_LOGLOSS),
+    ):
+        frame = prediction_frame(logloss, TINY_BAYES_LOGLOSS, agent=agent, agent_kind=kind)
+        paths.append(write_probe_table(frame, tmp_path / f"{agent}.parquet"))
+    tables = collect(paths, tmp_path / "tables", resamples=200)
+
+    summary = pl.read_parquet(tables["summary"])
+    assert summary["agent"].to_list() == ["gru"] * 3 + ["bayes_optimal"] * 3
+    assert summary["metric"].to_list() == list(PREDICTION_METRICS.episode_metrics) * 2
+    gru = {
+        row["metric"]: row["mean"] for row in summary.filter(pl.col("agent") == "gru").iter_rows(named=True)
+    }
+    assert gru == TINY_PREDICTION_EPISODE_METRICS
+    bayes = {
+        row["metric"]: row for row in summary.filter(pl.col("agent") == "bayes_optimal").iter_rows(named=True)
+    }
+    assert bayes["total_logloss_bits"]["mean"] == (1.5 + 2.5) / 2
+    # The Bayes-optimal predictor has zero regret in every resample.
+    for metric in ("cumulative_regret_bits", "adaptation"):
+        assert (bayes[metric]["mean"], bayes[metric]["ci_low"], bayes[metric]["ci_high"]) == (0.0, 0.0, 0.0)
+
+    curves = pl.read_parquet(tables["curves"]).filter(pl.col("agent") == "gru")
+    assert curves["metric"].to_list() == [m for m in PREDICTION_METRICS.step_metrics for _ in range(3)]
+    assert curves.filter(pl.col("metric") == "regret_bits")["value"].to_list() == [0.75, 0.0, 0.125]
+    bands = pl.read_parquet(tables["curve_bands"]).filter(pl.col("agent") == "gru")
+    assert bands.filter(pl.col("metric") == "cumulative_regret_bits")["mean"].to_list() == [0.75, 0.75, 0.875]
+
+    table = pl.read_csv(tables["total_reward_table"])
+    assert table.columns == ["environment", "probe", "metric", "bayes_optimal", "gru"]
+    assert table.row(0) == ("markov", "prediction", "total_logloss_bits", "2.0 [1.5, 2.5]", table["gru"][0])
+    assert table["gru"][0].startswith("2.88 [")
+
+
+def test_a_table_mixing_metric_families_is_rejected(tmp_path: Path) -> None:
+    bandit = probe_frame(TINY_EXPECTED_REWARDS, TINY_BEST, agent="gru")
+    prediction = prediction_frame(TINY_LOGLOSS, TINY_BAYES_LOGLOSS, agent="gru", environment="bandit2")
+    mixed = pl.concat([bandit, prediction.with_columns(episode=pl.col("episode") + 2)])
+    with pytest.raises(ValueError, match="mixes the metric families"):
+        write_probe_table(mixed, tmp_path / "refused.parquet")
+    path = tmp_path / "mixed.parquet"
+    mixed.write_parquet(path)
+    with pytest.raises(ArtifactError, match=r"mixes the metric families \['bandit', 'prediction'\]") as error:
+        collect([path], tmp_path / "tables")
+    assert error.value.file == str(path)
+    lacking = tmp_path / "lacking.parquet"
+    prediction.filter(pl.col("metric") != "cumulative_regret_bits").write_parquet(lacking)
+    with pytest.raises(ArtifactError, match="lacks metric 'cumulative_regret_bits'") as error:
+        collect([lacking], tmp_path / "tables")
+    assert error.value.file == str(lacking)
+    # One agent group split over files of different families is refused too.
+    first = write_probe_table(bandit, tmp_path / "first.parquet")
+    second = write_probe_table(
+        prediction.with_columns(episode=pl.col("episode") + 2, probe=pl.lit("adaptation")),
+        tmp_path / "second.parquet",
+    )
+    with pytest.raises(ArtifactError, match="has probe tables of the metric families"):
+        collect([first, second], tmp_path / "tables")
+    assert not (tmp_path / "tables").exists()
 
 
 @pytest.fixture(scope="module")
@@ -386,13 +499,27 @@ def test_two_level_weights_are_unbiased() -> None:
 def test_slugs_and_stems() -> None:
     assert slugify("training.lr=0.001") == "training.lr-0.001"
     assert slugify("a/../b c") == "a-..-b-c"
-    assert chart_stem("regret", "bandit2", "adaptation") == "regret_bandit2_adaptation"
+    assert chart_stem("regret", "bandit2", "adaptation", "bandit") == "regret_bandit2_adaptation"
     assert (
-        chart_stem("total_reward", "bandit2[horizon=50]", "adaptation")
+        chart_stem("total", "bandit2[horizon=50]", "adaptation", "bandit")
         == "total_reward_bandit2-horizon-50_adaptation"
     )
+    assert chart_stem("regret", "markov", "prediction", "prediction") == "regret_bits_markov_prediction"
+    assert (
+        chart_stem("cumulative_regret", "markov", "prediction", "prediction")
+        == "cumulative_regret_bits_markov_prediction"
+    )
+    assert chart_stem("total", "markov", "prediction", "prediction") == "total_logloss_bits_markov_prediction"
     with pytest.raises(ValueError, match="unknown chart"):
-        chart_stem("loss", "bandit2", "adaptation")
+        chart_stem("loss", "bandit2", "adaptation", "bandit")
+    with pytest.raises(ValueError, match="unknown environment kind 'rl'"):
+        chart_stem("regret", "bandit2", "adaptation", "rl")
+
+
+def test_every_plotted_metric_has_a_chart_title() -> None:
+    for family in METRIC_FAMILIES.values():
+        for chart in CHARTS:
+            assert chart_metric(chart, family) in CHART_TITLES
 
 
 def html_spec(path: Path) -> dict:
@@ -424,10 +551,11 @@ def test_make_charts_writes_offline_html_and_svg(tmp_path: Path) -> None:
     written = make_charts(tables["summary"].parent, tmp_path / "charts")
 
     stems = [
-        chart_stem(chart, "bandit2", "adaptation")
-        for chart in ("regret", "cumulative_regret", "total_reward")
+        "regret_bandit2_adaptation",
+        "cumulative_regret_bandit2_adaptation",
+        "total_reward_bandit2_adaptation",
     ]
-    assert chart_files(["bandit2"], ["adaptation"]) == sorted(
+    assert chart_files([("bandit2", "bandit")], ["adaptation"]) == sorted(
         (f"{stem}.{suffix}" for stem in stems for suffix in ("html", "svg")),
         key=lambda name: (stems.index(name.rsplit(".", 1)[0]), name),
     )
@@ -458,10 +586,88 @@ def test_make_charts_writes_offline_html_and_svg(tmp_path: Path) -> None:
 
     bars_spec = html_spec(tmp_path / "charts" / f"{stems[2]}.html")
     bars, error_bars = bars_spec["layer"]
+    assert bars_spec["title"]["text"] == "Total reward per episode: bandit2, probe adaptation"
     assert bars["mark"]["type"] == "bar" and error_bars["mark"]["type"] == "errorbar"
     assert bars["encoding"]["y"]["sort"] == {"field": "mean", "order": "descending"}
+    assert bars["encoding"]["x"]["title"] == "total reward per episode (expected, sum over 10 steps)"
     assert error_bars["encoding"]["x"]["field"] == "ci_low"
     assert error_bars["encoding"]["x2"]["field"] == "ci_high"
+
+
+def test_mixed_study_uses_each_environments_metric_family(tmp_path: Path) -> None:
+    """One bandit and one prediction environment: per-family summaries, tables and charts."""
+    rng = np.random.default_rng(13)
+    paths, bandit_paths = [], []
+    for agent, kind in (("gru", "architecture"), ("thompson", "baseline")):
+        for seed in range(2):
+            names = {"agent": agent, "agent_kind": kind, "seed": seed}
+            frame = bernoulli_regret_frame(0.2, 12, 8, rng, **names)
+            bandit_paths.append(
+                write_probe_table(frame, tmp_path / "probes" / f"bandit_{agent}_{seed}.parquet")
+            )
+    for agent, kind, extra_bits in (("gru", "architecture", 0.5), ("bayes_optimal", "baseline", 0.0)):
+        for seed in range(2):
+            bayes = rng.random((12, 8)) * 2.0
+            frame = prediction_frame(
+                bayes + extra_bits * rng.random((12, 8)), bayes, agent=agent, agent_kind=kind, seed=seed
+            )
+            paths.append(write_probe_table(frame, tmp_path / "probes" / f"markov_{agent}_{seed}.parquet"))
+    paths += bandit_paths
+    tables = collect(paths, tmp_path / "tables", resamples=100)
+
+    summary = pl.read_parquet(tables["summary"])
+    metrics = dict(
+        summary.group_by("environment").agg(pl.col("metric").unique(maintain_order=True)).iter_rows()
+    )
+    assert metrics == {
+        "bandit2": list(BANDIT_METRICS.episode_metrics),
+        "markov": list(PREDICTION_METRICS.episode_metrics),
+    }
+    bands = pl.read_parquet(tables["curve_bands"])
+    step_metrics = dict(
+        bands.group_by("environment").agg(pl.col("metric").unique(maintain_order=True)).iter_rows()
+    )
+    assert step_metrics == {
+        "bandit2": list(BANDIT_METRICS.step_metrics),
+        "markov": list(PREDICTION_METRICS.step_metrics),
+    }
+    # The bandit rows are exactly those of a bandit-only study (own bootstrap per family).
+    alone = collect(bandit_paths, tmp_path / "bandit_only", resamples=100)
+    for key in ("summary", "curve_bands"):
+        together = pl.read_parquet(tables[key]).filter(pl.col("environment") == "bandit2")
+        assert together.equals(pl.read_parquet(alone[key])), key
+    table = pl.read_csv(tables["total_reward_table"])
+    assert table.select("environment", "probe", "metric").rows() == [
+        ("bandit2", "adaptation", "total_reward"),
+        ("markov", "prediction", "total_logloss_bits"),
+    ]
+    assert table.columns[3:] == ["thompson", "bayes_optimal", "gru"]
+    assert table["thompson"][1] is None and table["bayes_optimal"][0] is None
+
+    written = make_charts(tables["summary"].parent, tmp_path / "charts")
+    expected = chart_files([("bandit2", "bandit")], ["adaptation"]) + chart_files(
+        [("markov", "prediction")], ["prediction"]
+    )
+    assert [path.name for path in written] == expected
+    assert expected[6::2] == [
+        "regret_bits_markov_prediction.html",
+        "cumulative_regret_bits_markov_prediction.html",
+        "total_logloss_bits_markov_prediction.html",
+    ]
+    charts_dir = tmp_path / "charts"
+    regret_spec = html_spec(charts_dir / "regret_bits_markov_prediction.html")
+    assert regret_spec["title"]["text"] == "Regret per step vs Bayes-optimal (bits): markov, probe prediction"
+    assert regret_spec["layer"][1]["encoding"]["y"]["title"] == PREDICTION_METRICS.step_titles[1]
+    cumulative_spec = html_spec(charts_dir / "cumulative_regret_bits_markov_prediction.html")
+    assert cumulative_spec["layer"][1]["encoding"]["y"]["title"] == PREDICTION_METRICS.step_titles[2]
+    bars_spec = html_spec(charts_dir / "total_logloss_bits_markov_prediction.html")
+    bars = bars_spec["layer"][0]
+    assert bars_spec["title"]["text"] == "Total log-loss per episode (bits): markov, probe prediction"
+    assert bars["encoding"]["x"]["title"] == "total log-loss per episode (bits, sum over 8 steps)"
+    # Lower log-loss is better, so the best (smallest) bar comes first.
+    assert bars["encoding"]["y"]["sort"] == {"field": "mean", "order": "ascending"}
+    bandit_bars = html_spec(charts_dir / "total_reward_bandit2_adaptation.html")["layer"][0]
+    assert bandit_bars["encoding"]["y"]["sort"] == {"field": "mean", "order": "descending"}
 
 
 def test_make_charts_needs_the_tables(tmp_path: Path) -> None:
@@ -473,10 +679,12 @@ def test_paper_table_puts_settings_down_and_agents_across(tiny_tables: dict[str,
     summary = pl.read_parquet(tiny_tables["summary"])
     table = pl.read_csv(tiny_tables["total_reward_table"])
     expected_agents = summary.filter(pl.col("metric") == "total_reward")["agent"].unique().to_list()
-    assert table.columns[:2] == ["environment", "probe"]
-    assert sorted(table.columns[2:]) == sorted(expected_agents)
+    assert table.columns[:3] == ["environment", "probe", "metric"]
+    assert table["metric"].to_list() == ["total_reward"]
+    assert sorted(table.columns[3:]) == sorted(expected_agents)
+    assert table.drop("metric").equals(paper_table(summary, "total_reward"))
     kinds = dict(summary.select("agent", "agent_kind").unique().iter_rows())
-    order = [kinds[agent] for agent in table.columns[2:]]
+    order = [kinds[agent] for agent in table.columns[3:]]
     assert order == sorted(order, key=lambda kind: kind == "architecture")  # baselines first
     row = summary.filter(pl.col("metric") == "total_reward").row(0, named=True)
     cell = table.filter(pl.col("environment") == row["environment"])[row["agent"]][0]

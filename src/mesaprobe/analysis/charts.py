@@ -2,16 +2,20 @@
 
 For every (environment, probe) of ``curve_bands.parquet`` and
 ``summary.parquet`` (written by :func:`mesaprobe.analysis.tables.collect`),
-:func:`make_charts` draws
+:func:`make_charts` draws one chart of each kind in :data:`CHARTS`, with the metrics
+of the environment's metric family (:mod:`mesaprobe.metrics`):
 
-* ``regret_<stem>``: expected regret per step, mean over seeds with its bootstrap
-  band, one line per agent (architectures solid, baselines dashed);
-* ``cumulative_regret_<stem>``: the same for cumulative regret;
-* ``total_reward_<stem>``: total expected reward per episode, one bar per agent
-  with its bootstrap interval, best first;
+* ``regret``: per-step regret (bandits: ``regret``, expected; sequence prediction:
+  ``regret_bits`` against the Bayes-optimal predictor), mean over seeds with its
+  bootstrap band, one line per agent (architectures solid, baselines dashed);
+* ``cumulative_regret``: the same for cumulative regret (``cumulative_regret``,
+  ``cumulative_regret_bits``);
+* ``total``: the total per episode (``total_reward``, ``total_logloss_bits``), one
+  bar per agent with its bootstrap interval, best first.
 
-where ``<stem>`` is ``<environment>_<probe>`` made safe for file names
-(:func:`chart_stem`).  Agents of every grid variant share the chart of their
+A chart's file name is ``<metric>_<environment>_<probe>``, the plotted metric's name
+followed by environment and probe made safe for file names (:func:`chart_stem`),
+e.g. ``total_reward_bandit2_adaptation`` or ``regret_bits_markov_prediction``.  Agents of every grid variant share the chart of their
 environment (their names carry the variant, e.g. ``gru[lr=0.001]``), so baselines
 always appear next to every trained model.  HTML files embed Vega, Vega-Lite and vega-embed (no CDN), so
 reports open offline; SVG files are rendered by vl-convert.
@@ -34,24 +38,28 @@ from mesaprobe.analysis.tables import (
 )
 from mesaprobe.artifacts import atomic_path, read_json
 from mesaprobe.errors import ArtifactError
+from mesaprobe.metrics import METRIC_FAMILIES, MetricFamily, family_of_metric
 
 #: Chart kinds drawn for every (environment, probe), in the order written.
-CHARTS = ("regret", "cumulative_regret", "total_reward")
+CHARTS = ("regret", "cumulative_regret", "total")
 
 #: File formats written for every chart.
 CHART_FORMATS = ("html", "svg")
 
-#: Y-axis title of each curve chart (units: expected reward, not sampled).
-CURVE_AXIS_TITLES = {
-    "regret": "regret per step (expected)",
-    "cumulative_regret": "cumulative regret (expected)",
-}
-
-#: Title of each chart; followed by environment and probe.
+#: Title of the chart of each plotted metric; followed by environment and probe.
 CHART_TITLES = {
     "regret": "Regret per step",
     "cumulative_regret": "Cumulative regret",
     "total_reward": "Total reward per episode",
+    "regret_bits": "Regret per step vs Bayes-optimal (bits)",
+    "cumulative_regret_bits": "Cumulative regret vs Bayes-optimal (bits)",
+    "total_logloss_bits": "Total log-loss per episode (bits)",
+}
+
+#: X-axis title of each total bar chart, given the horizon the total is summed over.
+TOTAL_AXIS_TITLES = {
+    "total_reward": "total reward per episode (expected, sum over {horizon} steps)",
+    "total_logloss_bits": "total log-loss per episode (bits, sum over {horizon} steps)",
 }
 
 # Line style per agent kind: architectures solid, baselines dashed.
@@ -69,18 +77,36 @@ def slugify(text: str) -> str:
     return slug or "unnamed"
 
 
-def chart_stem(chart: str, environment: str, probe: str) -> str:
-    """File name (without suffix) of one chart, e.g. ``regret_bandit2_adaptation``."""
+def chart_metric(chart: str, family: MetricFamily) -> str:
+    """The metric a chart kind plots for one metric family, e.g. ``regret_bits``."""
     if chart not in CHARTS:
         raise ValueError(f"unknown chart {chart!r}; expected one of: {', '.join(CHARTS)}")
-    return "_".join([chart, slugify(environment), slugify(probe)])
+    return {"regret": family.regret, "cumulative_regret": family.cumulative_regret, "total": family.total}[
+        chart
+    ]
 
 
-def chart_files(environments: list[str], probes: list[str]) -> list[str]:
-    """Every file :func:`make_charts` writes for these environments and probes (for workflows)."""
+def chart_stem(chart: str, environment: str, probe: str, kind: str) -> str:
+    """File name (without suffix) of one chart of an environment of this kind.
+
+    >>> chart_stem("regret", "bandit2", "adaptation", "bandit")
+    'regret_bandit2_adaptation'
+    >>> chart_stem("total", "markov", "prediction", "prediction")
+    'total_logloss_bits_markov_prediction'
+    """
+    if kind not in METRIC_FAMILIES:
+        raise ValueError(f"unknown environment kind {kind!r}; expected one of: {', '.join(METRIC_FAMILIES)}")
+    return "_".join([chart_metric(chart, METRIC_FAMILIES[kind]), slugify(environment), slugify(probe)])
+
+
+def chart_files(views: list[tuple[str, str]], probes: list[str]) -> list[str]:
+    """Every file :func:`make_charts` writes for these environments and probes (for workflows).
+
+    ``views`` lists each environment as (label, kind), the kind selecting its metric family.
+    """
     return [
-        f"{chart_stem(chart, environment, probe)}.{file_format}"
-        for environment in environments
+        f"{chart_stem(chart, environment, probe, kind)}.{file_format}"
+        for environment, kind in views
         for probe in probes
         for chart in CHARTS
         for file_format in CHART_FORMATS
@@ -107,9 +133,9 @@ def _subtitle(frame: pl.DataFrame, confidence: float) -> str:
     )
 
 
-def _title(chart: str, environment: str, probe: str, subtitle: str) -> alt.TitleParams:
+def _title(metric: str, environment: str, probe: str, subtitle: str) -> alt.TitleParams:
     return alt.TitleParams(
-        text=f"{CHART_TITLES[chart]}: {environment}, probe {probe}", subtitle=subtitle, anchor="start"
+        text=f"{CHART_TITLES[metric]}: {environment}, probe {probe}", subtitle=subtitle, anchor="start"
     )
 
 
@@ -130,11 +156,14 @@ def curve_chart(
     agents: list[str],
     confidence: float,
 ) -> alt.LayerChart:
-    """Mean curve of ``metric`` with its bootstrap band, one line per agent.
+    """Mean curve of the step metric ``metric`` with its bootstrap band, one line per agent.
 
     ``bands`` holds the curve-band rows of one (environment, probe);
-    ``agents`` fixes the color of every agent in the study.
+    ``agents`` fixes the color of every agent in the study.  The y axis carries the
+    metric family's title of ``metric``.
     """
+    family = family_of_metric(metric)
+    y_title = family.step_titles[family.step_metrics.index(metric)]
     rows = bands.filter(pl.col("metric") == metric).sort("agent", "step")
     first = rows.row(0, named=True)
     data = rows.select("agent", "agent_kind", "step", "mean", "ci_low", "ci_high")
@@ -145,7 +174,7 @@ def curve_chart(
         .mark_area(opacity=0.2)
         .encode(
             x=x,
-            y=alt.Y("ci_low:Q", title=CURVE_AXIS_TITLES[metric]),
+            y=alt.Y("ci_low:Q", title=y_title),
             y2="ci_high:Q",
             color=_agent_color(agents, legend=False),
         )
@@ -155,7 +184,7 @@ def curve_chart(
         .mark_line(strokeWidth=2)
         .encode(
             x=x,
-            y=alt.Y("mean:Q", title=CURVE_AXIS_TITLES[metric]),
+            y=alt.Y("mean:Q", title=y_title),
             color=_agent_color(agents, legend=True),
             strokeDash=alt.StrokeDash(
                 "agent_kind:N",
@@ -182,19 +211,22 @@ def curve_chart(
     return layered.properties(width=_WIDTH, height=_HEIGHT, title=title)
 
 
-def total_reward_chart(
-    summary: pl.DataFrame, horizon: int, agents: list[str], confidence: float
+def total_chart(
+    summary: pl.DataFrame, family: MetricFamily, horizon: int, agents: list[str], confidence: float
 ) -> alt.LayerChart:
-    """Horizontal bars of mean total reward per agent with bootstrap error bars, best first.
+    """Horizontal bars of the family's mean total per agent with bootstrap error bars, best first.
 
     ``summary`` holds the summary rows of one (environment, probe);
-    ``horizon`` is the episode length the rewards are summed over.
+    ``horizon`` is the episode length the total is summed over.  Best is the largest
+    total where the family says higher is better (reward), else the smallest (log-loss).
     """
-    rows = summary.filter(pl.col("metric") == "total_reward").sort("agent")
+    metric = family.total
+    rows = summary.filter(pl.col("metric") == metric).sort("agent")
     first = rows.row(0, named=True)
     data = rows.select("agent", "agent_kind", "mean", "ci_low", "ci_high")
-    y = alt.Y("agent:N", sort=alt.EncodingSortField(field="mean", order="descending"), title="agent")
-    x_title = f"total reward per episode (expected, sum over {horizon} steps)"
+    order = "descending" if family.higher_is_better[family.episode_metrics.index(metric)] else "ascending"
+    y = alt.Y("agent:N", sort=alt.EncodingSortField(field="mean", order=order), title="agent")
+    x_title = TOTAL_AXIS_TITLES[metric].format(horizon=horizon)
     interval = f"{confidence:.0%} CI"
     bars = (
         alt.Chart(data)
@@ -218,7 +250,7 @@ def total_reward_chart(
         .encode(x=alt.X("ci_low:Q", title=x_title), x2="ci_high:Q", y=y)
     )
     title = _title(
-        "total_reward",
+        metric,
         first["environment"],
         first["probe"],
         _subtitle(rows, confidence),
@@ -250,12 +282,26 @@ def _study_agents(bands: pl.DataFrame) -> list[str]:
     return agents["agent"].unique(maintain_order=True).to_list()
 
 
+def _view_family(view_bands: pl.DataFrame, key: tuple, tables_dir: Path) -> MetricFamily:
+    """The one metric family of the curve bands of one (environment, probe)."""
+    metrics = view_bands["metric"].unique().sort().to_list()
+    try:
+        families = sorted({family_of_metric(name).kind for name in metrics})
+    except KeyError as error:
+        raise ArtifactError(tables_dir, f"view {key} has unknown metric {error.args[0]!r}") from None
+    if len(families) != 1:
+        raise ArtifactError(tables_dir, f"view {key} mixes the metric families {families}")
+    return METRIC_FAMILIES[families[0]]
+
+
 def make_charts(tables_dir: str | Path, charts_dir: str | Path) -> list[Path]:
     """Draw every chart of a study's tables into ``charts_dir``; return the files written.
 
     Reads ``curve_bands.parquet``, ``summary.parquet`` and ``tables.json`` (for the
-    confidence level) from ``tables_dir``; raises :class:`ArtifactError` when one is
-    missing or malformed, or when two charts would get the same file name.
+    confidence level) from ``tables_dir``; each (environment, probe) is drawn with the
+    metric family of its curve-band metrics.  Raises :class:`ArtifactError` when a
+    table is missing or malformed, when a view mixes metric families, or when two
+    charts would get the same file name.
     """
     tables_dir = Path(tables_dir)
     bands = read_table(tables_dir / TABLE_FILES["curve_bands"], CURVE_BANDS_COLUMNS)
@@ -271,8 +317,9 @@ def make_charts(tables_dir: str | Path, charts_dir: str | Path) -> list[Path]:
     stems: dict[str, tuple] = {}
     for key, view_bands in bands.partition_by(views, as_dict=True, maintain_order=True).items():
         environment, probe = key
-        for chart in CHARTS:
-            stem = chart_stem(chart, environment, probe)
+        family = _view_family(view_bands, key, tables_dir)
+        view_stems = {chart: chart_stem(chart, environment, probe, family.kind) for chart in CHARTS}
+        for stem in view_stems.values():
             if stems.setdefault(stem, key) != key:
                 raise ArtifactError(
                     tables_dir,
@@ -281,10 +328,10 @@ def make_charts(tables_dir: str | Path, charts_dir: str | Path) -> list[Path]:
         view_summary = summary.filter((pl.col("environment") == environment) & (pl.col("probe") == probe))
         horizon = int(view_bands["step"].max())  # type: ignore[arg-type]
         charts = {
-            "regret": curve_chart(view_bands, "regret", agents, confidence),
-            "cumulative_regret": curve_chart(view_bands, "cumulative_regret", agents, confidence),
-            "total_reward": total_reward_chart(view_summary, horizon, agents, confidence),
+            "regret": curve_chart(view_bands, family.regret, agents, confidence),
+            "cumulative_regret": curve_chart(view_bands, family.cumulative_regret, agents, confidence),
+            "total": total_chart(view_summary, family, horizon, agents, confidence),
         }
         for chart, drawn in charts.items():
-            written += save_chart(drawn, charts_dir, chart_stem(chart, environment, probe))
+            written += save_chart(drawn, charts_dir, view_stems[chart])
     return written

@@ -9,12 +9,18 @@ tables of a study and writes, atomically, into the study's ``tables/`` folder:
 * ``curve_bands.parquet`` (:data:`CURVE_BANDS_COLUMNS`): the mean over seeds of
   those per-seed curves, with a two-level bootstrap confidence interval;
 * ``summary.parquet`` and ``summary.csv`` (:data:`SUMMARY_COLUMNS`): the episode
-  metrics of :data:`mesaprobe.metrics.EPISODE_METRICS`, summarised the same way;
+  metrics of each group's metric family, summarised the same way;
+* ``total_reward_table.csv``: every agent's family total (``total_reward`` for
+  bandits, ``total_logloss_bits`` for sequence prediction) per environment and probe;
 * ``tables.json``: provenance (inputs with sha256, bootstrap settings, versions).
 
 An *agent group* is one curve of the study: (study, environment, variant, probe,
 agent, agent_kind).  Its seeds are the independent replicates (training seeds of an
 architecture, or seeds of a baseline); its episodes are tasks drawn within a seed.
+
+Each probe table holds the three step metrics of exactly one metric family
+(:mod:`mesaprobe.metrics`), so each group has one family; a study may mix families
+(bandit and prediction environments), and each group is summarised with its own.
 """
 
 from __future__ import annotations
@@ -28,7 +34,13 @@ import polars as pl
 
 from mesaprobe.artifacts import atomic_path, provenance, sha256_file, write_json
 from mesaprobe.errors import ArtifactError, UserError
-from mesaprobe.metrics import EPISODE_METRICS, STEP_METRICS, adaptation_window
+from mesaprobe.metrics import (
+    METRIC_FAMILIES,
+    STEP_METRICS,
+    MetricFamily,
+    adaptation_window,
+    family_of_metric,
+)
 
 #: What kind of agent a row belongs to; architectures sort before baselines.
 AGENT_KINDS = ("architecture", "baseline")
@@ -50,7 +62,7 @@ PROBE_COLUMNS: dict[str, pl.DataType] = {
     "seed": pl.Int64(),  # the run's or baseline's seed: one independent replicate
     "episode": pl.Int64(),  # 0-based episode (task) index within the seed
     "step": pl.Int64(),  # 1-based step within the episode, 1..horizon
-    "metric": pl.String(),  # one of mesaprobe.metrics.STEP_METRICS
+    "metric": pl.String(),  # a step metric of the table's one family (mesaprobe.metrics)
     "value": pl.Float64(),  # the metric's value (expected, not sampled)
 }
 
@@ -59,7 +71,7 @@ CURVES_COLUMNS: dict[str, pl.DataType] = {
     **GROUP_COLUMNS,
     "seed": pl.Int64(),
     "step": pl.Int64(),
-    "metric": pl.String(),  # one of STEP_METRICS
+    "metric": pl.String(),  # a step metric of the group's family
     "value": pl.Float64(),  # mean over the seed's episodes
     "episodes": pl.Int64(),  # number of episodes averaged
 }
@@ -68,7 +80,7 @@ CURVES_COLUMNS: dict[str, pl.DataType] = {
 CURVE_BANDS_COLUMNS: dict[str, pl.DataType] = {
     **GROUP_COLUMNS,
     "step": pl.Int64(),
-    "metric": pl.String(),  # one of STEP_METRICS
+    "metric": pl.String(),  # a step metric of the group's family
     "mean": pl.Float64(),  # mean over seeds of the per-seed episode means
     "ci_low": pl.Float64(),  # two-level bootstrap percentile interval
     "ci_high": pl.Float64(),
@@ -79,7 +91,7 @@ CURVE_BANDS_COLUMNS: dict[str, pl.DataType] = {
 #: Schema of ``summary.parquet`` / ``summary.csv``: one row per (agent group, episode metric).
 SUMMARY_COLUMNS: dict[str, pl.DataType] = {
     **GROUP_COLUMNS,
-    "metric": pl.String(),  # one of EPISODE_METRICS
+    "metric": pl.String(),  # an episode metric of the group's family (one of EPISODE_METRICS)
     "mean": pl.Float64(),
     "ci_low": pl.Float64(),
     "ci_high": pl.Float64(),
@@ -93,7 +105,7 @@ TABLE_FILES = {
     "curve_bands": "curve_bands.parquet",
     "summary": "summary.parquet",
     "summary_csv": "summary.csv",
-    "total_reward_table": "total_reward_table.csv",
+    "total_reward_table": "total_reward_table.csv",  # each family's total (total_table)
     "provenance": "tables.json",
 }
 
@@ -139,6 +151,19 @@ def _probe_content_problem(frame: pl.DataFrame) -> str | None:
     unknown_metrics = checks["unknown_metrics"][0].to_list()
     if unknown_metrics:
         return f"unknown metric {unknown_metrics[0]!r}; expected one of: {', '.join(STEP_METRICS)}"
+    metrics = frame["metric"].unique().sort().to_list()
+    families = sorted({family_of_metric(name).kind for name in metrics})
+    if len(families) > 1:
+        return (
+            f"mixes the metric families {families} (metrics {metrics}); "
+            "a probe table holds the step metrics of one family"
+        )
+    family = METRIC_FAMILIES[families[0]]
+    missing = [name for name in family.step_metrics if name not in metrics]
+    if missing:
+        return (
+            f"lacks metric {missing[0]!r}; a {family.kind} probe table holds {', '.join(family.step_metrics)}"
+        )
     unknown_kinds = checks["unknown_kinds"][0].to_list()
     if unknown_kinds:
         return f"unknown agent_kind {unknown_kinds[0]!r}; expected one of: {', '.join(AGENT_KINDS)}"
@@ -155,7 +180,8 @@ def write_probe_table(frame: pl.DataFrame, path: str | Path) -> Path:
     """Validate ``frame`` against :data:`PROBE_COLUMNS` and write it as parquet, atomically.
 
     Raises ``ValueError`` (a bug in the probe, not user input) for a missing, extra or
-    wrong-typed column, a null, an unknown metric or agent kind, or a non-finite value.
+    wrong-typed column, a null, an unknown metric or agent kind, metrics that are not
+    exactly one family's three step metrics, or a non-finite value.
     Columns are written in :data:`PROBE_COLUMNS` order.
     """
     problem = _schema_problem(frame.schema, PROBE_COLUMNS)
@@ -182,14 +208,15 @@ def read_table(path: str | Path, columns: dict[str, pl.DataType]) -> pl.DataFram
     if not path.is_file():
         raise ArtifactError(path, "file not found")
     try:
-        schema = pl.read_parquet_schema(path)
+        # glob=False: a path is a file name, even with brackets (grid labels such as gru[lr=0.1]).
+        schema = pl.scan_parquet(path, glob=False).collect_schema()
     except (pl.exceptions.PolarsError, OSError) as error:
         raise ArtifactError(path, f"not a readable parquet file ({error})") from None
     problem = _schema_problem(schema, columns)
     if problem is not None:
         raise ArtifactError(path, problem)
     try:
-        return pl.read_parquet(path, columns=list(columns))
+        return pl.read_parquet(path, columns=list(columns), glob=False)
     except (pl.exceptions.PolarsError, OSError) as error:
         raise ArtifactError(path, f"not a readable parquet file ({error})") from None
 
@@ -315,24 +342,22 @@ def bootstrap_generator(seed: int, episodes_per_seed: Sequence[int]) -> np.rando
 # --------------------------------------------------------------------------- collect
 
 
-def episode_metric_values(step_values: np.ndarray) -> np.ndarray:
-    """Episode metrics (E, len(EPISODE_METRICS)) from step metrics (E, len(STEP_METRICS), T).
+def episode_metric_values(step_values: np.ndarray, family: MetricFamily) -> np.ndarray:
+    """Episode metrics (E, 3) from one family's step metrics (E, 3, T), both in family order.
 
-    ``total_reward`` sums expected reward over steps, ``cumulative_regret`` is its
-    value at the last step, ``adaptation`` is the mean regret over the first
-    ``adaptation_window(T)`` steps minus the mean over the last as many steps.
+    The total sums the score (step metric 0) over steps, the cumulative regret is the
+    value of step metric 2 at the last step, and adaptation is the mean per-step
+    regret (step metric 1) over the first ``adaptation_window(T)`` steps minus the
+    mean over the last as many steps.
     """
+    assert step_values.shape[1] == len(family.step_metrics), step_values.shape
     horizon = step_values.shape[2]
     window = adaptation_window(horizon)
-    expected_reward = step_values[:, STEP_METRICS.index("expected_reward")]  # (E, T)
-    regret = step_values[:, STEP_METRICS.index("regret")]  # (E, T)
-    cumulative_regret = step_values[:, STEP_METRICS.index("cumulative_regret")]  # (E, T)
-    by_name = {
-        "total_reward": expected_reward.sum(axis=1),
-        "cumulative_regret": cumulative_regret[:, -1],
-        "adaptation": regret[:, :window].mean(axis=1) - regret[:, horizon - window :].mean(axis=1),
-    }
-    return np.stack([by_name[name] for name in EPISODE_METRICS], axis=1)
+    score, regret, cumulative_regret = (step_values[:, position] for position in range(3))  # (E, T) each
+    total = score.sum(axis=1)
+    final_cumulative_regret = cumulative_regret[:, -1]
+    adaptation = regret[:, :window].mean(axis=1) - regret[:, horizon - window :].mean(axis=1)
+    return np.stack([total, final_cumulative_regret, adaptation], axis=1)
 
 
 @dataclass
@@ -340,20 +365,25 @@ class _SeedBlock:
     """The episodes of one (agent group, seed) found in one probe table."""
 
     source: int  # position of the probe table in collect's sorted inputs
+    family: MetricFamily  # the metric family of the probe table
     episodes: np.ndarray  # (E_s,) episode ids, ascending
-    step_values: np.ndarray  # (E_s, len(STEP_METRICS), T)
+    step_values: np.ndarray  # (E_s, 3, T): the family's step metrics in family order
 
 
 def _seed_blocks_of_file(path: Path, source: int) -> dict[tuple, _SeedBlock]:
     """Read one probe table into dense arrays, keyed by (*agent group, seed).
 
-    One polars pass groups the rows by episode and orders each episode's values by
-    (metric in STEP_METRICS order, step); an episode that lacks a (metric, step),
-    repeats one, or mixes runs is an error naming the file.
+    The table's metric family comes from its metric names (:func:`read_probe_table`
+    checks that they are one family's three).  One polars pass groups the rows by
+    episode and orders each episode's values by (metric in family order, step); an
+    episode that lacks a (metric, step), repeats one, or mixes runs is an error naming
+    the file.
     """
     frame = read_probe_table(path)
+    family = family_of_metric(frame["metric"][0])
+    metric_count = len(family.step_metrics)
     metric_position = pl.col("metric").replace_strict(
-        {name: position for position, name in enumerate(STEP_METRICS)}, return_dtype=pl.Int64
+        {name: position for position, name in enumerate(family.step_metrics)}, return_dtype=pl.Int64
     )
     episodes = (
         frame.lazy()
@@ -374,15 +404,14 @@ def _seed_blocks_of_file(path: Path, source: int) -> dict[tuple, _SeedBlock]:
     if len(studies) > 1:
         raise ArtifactError(path, f"holds several studies {studies}; a probe table belongs to one")
     incomplete = episodes.filter(
-        (pl.col("rows") != len(STEP_METRICS) * pl.col("horizon"))
-        | (pl.col("distinct_cells") != pl.col("rows"))
+        (pl.col("rows") != metric_count * pl.col("horizon")) | (pl.col("distinct_cells") != pl.col("rows"))
     )
     if incomplete.height:
         row = incomplete.row(0, named=True)
         raise ArtifactError(
             path,
             f"agent {row['agent']!r} seed {row['seed']} episode {row['episode']} has {row['rows']} rows; "
-            f"expected one per metric ({', '.join(STEP_METRICS)}) and step 1..{row['horizon']}",
+            f"expected one per metric ({', '.join(family.step_metrics)}) and step 1..{row['horizon']}",
         )
     blocks = {}
     for key, part in episodes.partition_by(
@@ -403,8 +432,9 @@ def _seed_blocks_of_file(path: Path, source: int) -> dict[tuple, _SeedBlock]:
         step_values = part["values"].explode().to_numpy()
         blocks[key] = _SeedBlock(
             source=source,
+            family=family,
             episodes=part["episode"].to_numpy(),
-            step_values=step_values.reshape(part.height, len(STEP_METRICS), horizons[0]),  # (E_s, M, T)
+            step_values=step_values.reshape(part.height, metric_count, horizons[0]),  # (E_s, M, T)
         )
     return blocks
 
@@ -431,15 +461,16 @@ class _AgentGroup:
     """The episodes of one agent group as dense arrays, seeds contiguous and ascending."""
 
     key: tuple  # values of GROUP_COLUMNS
+    family: MetricFamily  # the metric family of the group's probe tables
     seeds: np.ndarray  # (S,)
     episodes_per_seed: np.ndarray  # (S,)
-    step_values: np.ndarray  # (E, len(STEP_METRICS), T)
+    step_values: np.ndarray  # (E, 3, T): the family's step metrics in family order
 
     def features(self) -> np.ndarray:
         """Everything the bootstrap summarises: flattened step values, then episode metrics."""
         episodes = self.step_values.shape[0]
         flat = self.step_values.reshape(episodes, -1)  # (E, M * T)
-        return np.concatenate([flat, episode_metric_values(self.step_values)], axis=1)
+        return np.concatenate([flat, episode_metric_values(self.step_values, self.family)], axis=1)
 
 
 def _merge_seed_blocks(blocks: list[_SeedBlock], key: tuple, paths: Sequence[Path]) -> _SeedBlock:
@@ -461,7 +492,9 @@ def _merge_seed_blocks(blocks: list[_SeedBlock], key: tuple, paths: Sequence[Pat
         raise ArtifactError(paths[blocks[-1].source], f"seed {key[-1]} has horizons {horizons} across files")
     order = np.argsort(episodes, kind="stable")
     step_values = np.concatenate([block.step_values for block in blocks])[order]
-    return _SeedBlock(source=blocks[0].source, episodes=episodes[order], step_values=step_values)
+    return _SeedBlock(
+        source=blocks[0].source, family=blocks[0].family, episodes=episodes[order], step_values=step_values
+    )
 
 
 def _agent_groups(blocks_by_file: list[dict[tuple, _SeedBlock]], paths: Sequence[Path]) -> list[_AgentGroup]:
@@ -473,6 +506,14 @@ def _agent_groups(blocks_by_file: list[dict[tuple, _SeedBlock]], paths: Sequence
     groups = []
     for key in sorted(by_group, key=_group_sort_key):
         seeds = sorted(by_group[key])
+        blocks = [block for seed in seeds for block in by_group[key][seed]]
+        families = sorted({block.family.kind for block in blocks})
+        if len(families) > 1:
+            raise ArtifactError(
+                paths[max(block.source for block in blocks)],
+                f"agent {_agent_of(key)!r} has probe tables of the metric families {families}; "
+                "one agent group has one family",
+            )
         merged = [_merge_seed_blocks(by_group[key][seed], (*key, seed), paths) for seed in seeds]
         horizons = sorted({block.step_values.shape[2] for block in merged})
         if len(horizons) > 1:
@@ -484,6 +525,7 @@ def _agent_groups(blocks_by_file: list[dict[tuple, _SeedBlock]], paths: Sequence
         groups.append(
             _AgentGroup(
                 key=key,
+                family=blocks[0].family,
                 seeds=np.asarray(seeds, dtype=np.int64),
                 episodes_per_seed=np.asarray([block.episodes.size for block in merged], dtype=np.int64),
                 step_values=np.concatenate([block.step_values for block in merged]),
@@ -509,7 +551,7 @@ def _curves(group: _AgentGroup) -> pl.DataFrame:
             **_group_columns(group.key, cells),
             "seed": np.repeat(group.seeds, metric_count * horizon),
             "step": np.tile(np.arange(1, horizon + 1), seed_count * metric_count),
-            "metric": np.tile(np.repeat(STEP_METRICS, horizon), seed_count),
+            "metric": np.tile(np.repeat(group.family.step_metrics, horizon), seed_count),
             "value": seed_means.ravel(),
             "episodes": np.repeat(group.episodes_per_seed, metric_count * horizon),
         },
@@ -526,7 +568,7 @@ def _bands_and_summary(group: _AgentGroup, interval: BootstrapInterval) -> tuple
         {
             **_group_columns(group.key, step_cells),
             "step": np.tile(np.arange(1, horizon + 1), metric_count),
-            "metric": np.repeat(STEP_METRICS, horizon),
+            "metric": np.repeat(group.family.step_metrics, horizon),
             "mean": interval.mean[:step_cells],
             "ci_low": interval.ci_low[:step_cells],
             "ci_high": interval.ci_high[:step_cells],
@@ -535,11 +577,11 @@ def _bands_and_summary(group: _AgentGroup, interval: BootstrapInterval) -> tuple
         },
         schema=CURVE_BANDS_COLUMNS,
     )
-    summary_cells = len(EPISODE_METRICS)
+    summary_cells = len(group.family.episode_metrics)
     summary = pl.DataFrame(
         {
             **_group_columns(group.key, summary_cells),
-            "metric": list(EPISODE_METRICS),
+            "metric": list(group.family.episode_metrics),
             "mean": interval.mean[step_cells:],
             "ci_low": interval.ci_low[step_cells:],
             "ci_high": interval.ci_high[step_cells:],
@@ -554,14 +596,23 @@ def _bands_and_summary(group: _AgentGroup, interval: BootstrapInterval) -> tuple
 def _bootstrap_groups(
     groups: Sequence[_AgentGroup], resamples: int, confidence: float, seed: int
 ) -> list[BootstrapInterval]:
-    """Intervals of every group; groups with equal episode counts share one matrix product."""
-    by_counts: dict[tuple[int, ...], list[int]] = {}
+    """Intervals of every group.
+
+    Groups of one metric family with equal episode counts share one matrix product.
+    The generator depends only on the seed and the counts, so a group's interval is
+    the same whether or not groups of other families are in the study.
+    """
+    by_counts: dict[tuple[str, tuple[int, ...]], list[int]] = {}
     for position, group in enumerate(groups):
-        by_counts.setdefault(tuple(int(n) for n in group.episodes_per_seed), []).append(position)
+        counts = tuple(int(n) for n in group.episodes_per_seed)
+        by_counts.setdefault((group.family.kind, counts), []).append(position)
     intervals: list[BootstrapInterval | None] = [None] * len(groups)
-    for counts, positions in by_counts.items():
+    for (_, counts), positions in by_counts.items():
         step_cells = [groups[position].step_values[0].size for position in positions]
-        widths = [cells + len(EPISODE_METRICS) for cells in step_cells]
+        widths = [
+            cells + len(groups[position].family.episode_metrics)
+            for position, cells in zip(positions, step_cells, strict=True)
+        ]
         edges = np.cumsum([0, *widths])
         features = np.empty((sum(counts), edges[-1]), dtype=np.float64)  # (E, all groups' features)
         for position, start, stop in zip(positions, edges[:-1], edges[1:], strict=True):
@@ -583,7 +634,22 @@ def paper_table(summary: pl.DataFrame, metric: str) -> pl.DataFrame:
     baselines first (in the study's order) then architectures; cells read
     ``mean [ci_low, ci_high]``.
     """
-    rows = summary.filter(pl.col("metric") == metric)
+    return _agents_across(summary.filter(pl.col("metric") == metric), ["environment", "probe"])
+
+
+def total_table(summary: pl.DataFrame) -> pl.DataFrame:
+    """Like :func:`paper_table`, with each setting's family total: what ``total_reward_table.csv`` holds.
+
+    One row per (environment, probe); column ``metric`` (after ``probe``) names the
+    total shown, ``total_reward`` for bandits and ``total_logloss_bits`` for sequence
+    prediction, so a study mixing families gets one table.
+    """
+    totals = [family.total for family in METRIC_FAMILIES.values()]
+    return _agents_across(summary.filter(pl.col("metric").is_in(totals)), ["environment", "probe", "metric"])
+
+
+def _agents_across(rows: pl.DataFrame, index: list[str]) -> pl.DataFrame:
+    """Summary ``rows`` pivoted to one row per ``index`` value and one ``mean [ci]`` column per agent."""
     cells = rows.with_columns(
         pl.format(
             "{} [{}, {}]", pl.col("mean").round(2), pl.col("ci_low").round(2), pl.col("ci_high").round(2)
@@ -595,8 +661,8 @@ def paper_table(summary: pl.DataFrame, metric: str) -> pl.DataFrame:
         .sort(pl.col("agent_kind") == "architecture", maintain_order=True)["agent"]
         .to_list()
     )
-    wide = cells.pivot(on="agent", index=["environment", "probe"], values="cell", aggregate_function="first")
-    return wide.select("environment", "probe", *[agent for agent in order if agent in wide.columns])
+    wide = cells.pivot(on="agent", index=index, values="cell", aggregate_function="first")
+    return wide.select(*index, *[agent for agent in order if agent in wide.columns])
 
 
 def collect(
@@ -645,7 +711,7 @@ def collect(
     with atomic_path(written["summary_csv"]) as temporary:
         summary.write_csv(temporary)
     with atomic_path(written["total_reward_table"]) as temporary:
-        paper_table(summary, "total_reward").write_csv(temporary)
+        total_table(summary).write_csv(temporary)
     write_json(
         written["provenance"],
         {
