@@ -1,5 +1,8 @@
 """Agents: anything that acts in a bandit-like environment, one step at a time.
 
+(Predictors, which only predict tokens of prediction environments, have
+``predict(environment, tasks, tokens) -> probs``; :class:`ModelPredictor` wraps a model.)
+
 An agent has ``initial_state(batch, horizon, device)`` and
 ``act(state, observation, generator) -> (state, action)``.  A trained sequence model
 becomes an agent through :class:`ModelAgent`; the untrained baselines in
@@ -45,3 +48,15 @@ class ModelAgent:
         if self.policy == "greedy":
             return state, logits.argmax(dim=-1)
         return state, sample_categorical(logits, generator)
+
+
+class ModelPredictor:
+    """A sequence model predicting every next token of whole sequences (prediction environments)."""
+
+    def __init__(self, model: SequenceModel):
+        self.model = model
+
+    def predict(self, environment, tasks, tokens: Tensor) -> Tensor:
+        """(B, T, K) float64 probabilities of each token given the tokens before it."""
+        logits = self.model(environment.observation(tokens))  # (B, T, K)
+        return torch.softmax(logits.double(), dim=-1)

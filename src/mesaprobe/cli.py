@@ -53,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("spec", type=Path, help="study file (YAML), e.g. specs/quickstart.yaml")
+        sub.add_argument(
+            "--environments", default=None, help="only these environments of the study (comma-separated names)"
+        )
         return sub
 
     def with_results(sub: argparse.ArgumentParser) -> None:
@@ -102,9 +105,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run_command(arguments: argparse.Namespace) -> int:
-    from mesaprobe.spec import load_study, make_plan, results_directory
+    from mesaprobe.spec import load_study, make_plan, results_directory, select_environments
 
-    study = load_study(arguments.spec)
+    study = select_environments(load_study(arguments.spec), arguments.environments)
     plan = make_plan(study)
     if arguments.command == "validate":
         print(

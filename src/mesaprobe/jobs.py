@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 import torch
 
-from mesaprobe.agents import ModelAgent
+from mesaprobe.agents import ModelAgent, ModelPredictor
 from mesaprobe.artifacts import provenance, write_json
 from mesaprobe.device import resolve_device
 from mesaprobe.envs import ENVIRONMENTS, Environment
@@ -49,6 +49,11 @@ def find_run(plan: Plan, run_id: str) -> Run:
         ) from None
 
 
+def output_size(environment: Environment) -> int:
+    """Model outputs: policy logits and a value (bandits), or next-token logits (prediction)."""
+    return environment.action_count + 1 if environment.kind == "bandit" else environment.symbols
+
+
 def new_model(run: Run, environment: Environment):
     """The run's freshly initialised model (initial weights depend on run settings and seed only)."""
     with torch.random.fork_rng(devices=[]):  # leave the global RNG as it was
@@ -57,7 +62,7 @@ def new_model(run: Run, environment: Environment):
             run.architecture.family,
             run.architecture.config,
             environment.observation_size,
-            environment.action_count + 1,
+            output_size(environment),
         )
 
 
@@ -105,6 +110,10 @@ def train_job(plan: Plan, run_id: str, results: Path, progress: bool = True) -> 
             "env_steps": state.env_steps,
             "wall_seconds": state.wall_seconds,
             "env_steps_per_second": state.env_steps / max(state.wall_seconds, 1e-9),
+            # For prediction environments an env step is one token.
+            "tokens_per_second": (
+                state.env_steps / max(state.wall_seconds, 1e-9) if environment.kind == "prediction" else None
+            ),
             "session_seconds": session_seconds,
             "final_metrics": mean_of_last(state.history),
             "history": state.history,
@@ -134,7 +143,7 @@ def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:
         "variant": run.variant,
         "resolved": run.resolved,
         "input_size": environment.observation_size,
-        "output_size": environment.action_count + 1,
+        "output_size": output_size(environment),
         "training": {
             "updates": checkpoint["update"],
             "env_steps": checkpoint["env_steps"],
@@ -197,7 +206,10 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
         )
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
     environment = probe_kind.environment(make_environment(run.environment))
-    agent = ModelAgent(frozen.model, environment.action_count, policy=job.probe.config.policy)
+    if environment.kind == "bandit":
+        agent = ModelAgent(frozen.model, environment.action_count, policy=job.probe.config.policy)
+    else:
+        agent = ModelPredictor(frozen.model)
     rows = probe_kind.run(
         agent,
         environment,

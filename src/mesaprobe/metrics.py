@@ -1,46 +1,134 @@
 """Every metric mesaprobe reports, defined once.
 
-Per-step metrics (one value per episode and step, written by probes and baselines):
+Each kind of environment has one *metric family*: three per-step metrics written by
+probes and baselines (one value per episode and step) and three episode metrics
+summarised with bootstrap CIs.  Both families have the same shape: a per-step
+score that is summed over the episode, a per-step regret against the best possible
+agent, and that regret's running sum.
+
+Bandits (``kind = "bandit"``):
 
 * ``expected_reward``: the chosen arm's success probability (expected, not sampled);
-* ``regret``: best arm's probability minus the chosen arm's;
-* ``cumulative_regret``: regret summed from the first step to this one.
+* ``regret``: the best arm's probability minus the chosen arm's;
+* ``cumulative_regret``: regret summed from the first step to this one;
+* episode metrics ``total_reward`` (expected reward summed over the episode),
+  ``cumulative_regret`` (at the last step) and ``adaptation``.
 
-Episode metrics (one value per episode, summarised with bootstrap CIs):
+Sequence prediction (``kind = "prediction"``):
 
-* ``total_reward``: expected reward summed over the episode;
-* ``cumulative_regret``: cumulative regret at the last step;
-* ``adaptation``: mean regret over the first tenth of the episode minus the mean
-  over the last tenth; positive when the agent improves within the episode.
+* ``logloss_bits``: -log2 of the probability the predictor gave the actual next token;
+* ``regret_bits``: the predictor's log-loss minus the exact Bayes-optimal predictor's
+  on the same sequence (zero for ``bayes_optimal``; the oracle that knows the task
+  parameters can go below zero);
+* ``cumulative_regret_bits``: regret_bits summed from the first step to this one;
+* episode metrics ``total_logloss_bits``, ``cumulative_regret_bits`` (at the last
+  step) and ``adaptation``.
+
+``adaptation`` is the mean per-step regret over the first tenth of the episode minus
+the mean over the last tenth: positive when the agent improves within the episode.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
-#: Per-step metrics written by probes, in the order they are written.
-STEP_METRICS = ("expected_reward", "regret", "cumulative_regret")
 
-#: Episode metrics of the summary table, in the order they are reported.
-EPISODE_METRICS = ("total_reward", "cumulative_regret", "adaptation")
+@dataclass(frozen=True)
+class MetricFamily:
+    """The metrics of one kind of environment (see the module docstring)."""
 
-#: Which direction is better for each episode metric.
-HIGHER_IS_BETTER = {"total_reward": True, "cumulative_regret": False, "adaptation": True}
+    kind: str
+    """Environment kind these metrics measure."""
+    step_metrics: tuple[str, str, str]
+    """(summed score, per-step regret, cumulative regret), in the order probes write them."""
+    episode_metrics: tuple[str, str, str]
+    """(total of the score, cumulative regret at the last step, adaptation)."""
+    higher_is_better: tuple[bool, bool, bool]
+    """Whether a larger value of each episode metric is better."""
+    step_titles: tuple[str, str, str]
+    """Axis titles of the step metrics, with units."""
+
+    @property
+    def score(self) -> str:
+        return self.step_metrics[0]
+
+    @property
+    def regret(self) -> str:
+        return self.step_metrics[1]
+
+    @property
+    def cumulative_regret(self) -> str:
+        return self.step_metrics[2]
+
+    @property
+    def total(self) -> str:
+        return self.episode_metrics[0]
+
+
+BANDIT_METRICS = MetricFamily(
+    kind="bandit",
+    step_metrics=("expected_reward", "regret", "cumulative_regret"),
+    episode_metrics=("total_reward", "cumulative_regret", "adaptation"),
+    higher_is_better=(True, False, True),
+    step_titles=("expected reward per step", "regret per step (expected)", "cumulative regret (expected)"),
+)
+
+PREDICTION_METRICS = MetricFamily(
+    kind="prediction",
+    step_metrics=("logloss_bits", "regret_bits", "cumulative_regret_bits"),
+    episode_metrics=("total_logloss_bits", "cumulative_regret_bits", "adaptation"),
+    higher_is_better=(False, False, True),
+    step_titles=(
+        "log-loss per step (bits)",
+        "regret per step vs Bayes (bits)",
+        "cumulative regret vs Bayes (bits)",
+    ),
+)
+
+#: Every metric family, by environment kind.
+METRIC_FAMILIES = {family.kind: family for family in (BANDIT_METRICS, PREDICTION_METRICS)}
+
+#: Every per-step metric any probe writes.
+STEP_METRICS = tuple(name for family in METRIC_FAMILIES.values() for name in family.step_metrics)
+
+#: Every episode metric of the summary tables.
+EPISODE_METRICS = tuple(
+    dict.fromkeys(name for family in METRIC_FAMILIES.values() for name in family.episode_metrics)
+)
 
 #: Fraction of the episode at each end compared by ``adaptation``.
 ADAPTATION_FRACTION = 0.1
 
 
+def family_of_metric(name: str) -> MetricFamily:
+    """The family a step metric belongs to."""
+    for family in METRIC_FAMILIES.values():
+        if name in family.step_metrics:
+            return family
+    raise KeyError(name)
+
+
 def bandit_step_metrics(expected_rewards: Tensor, best_expected_rewards: Tensor) -> dict[str, Tensor]:
-    """Per-step metrics (each (B, T)) from the chosen arms' and best arms' expected rewards (B, T)."""
+    """Bandit per-step metrics (each (B, T)) from chosen and best arms' expected rewards (B, T)."""
     regret = best_expected_rewards - expected_rewards  # (B, T)
-    return {
-        "expected_reward": expected_rewards,
-        "regret": regret,
-        "cumulative_regret": regret.cumsum(dim=1),
-    }
+    return {"expected_reward": expected_rewards, "regret": regret, "cumulative_regret": regret.cumsum(dim=1)}
+
+
+def logloss_bits(probs: Tensor, tokens: Tensor) -> Tensor:
+    """(B, T) -log2 of the probability ``probs`` (B, T, K) gave each actual token (B, T)."""
+    chosen = probs.gather(-1, tokens[..., None]).squeeze(-1)
+    return -torch.log2(chosen.clamp_min(torch.finfo(chosen.dtype).tiny))
+
+
+def prediction_step_metrics(probs: Tensor, bayes_probs: Tensor, tokens: Tensor) -> dict[str, Tensor]:
+    """Prediction per-step metrics (each (B, T)) of ``probs`` against the Bayes predictor's."""
+    loss = logloss_bits(probs.double(), tokens)
+    regret = loss - logloss_bits(bayes_probs.double(), tokens)
+    return {"logloss_bits": loss, "regret_bits": regret, "cumulative_regret_bits": regret.cumsum(dim=1)}
 
 
 def adaptation_window(horizon: int) -> int:

@@ -28,7 +28,7 @@ rule collect:
         mem_mb=8000,
         runtime=30,
     shell:
-        "{MESAPROBE} collect {SPEC:q} --results-root {RESULTS_ROOT:q} > {log:q} 2>&1"
+        "{MESAPROBE} collect {SPEC:q} --results-root {RESULTS_ROOT:q} {SELECTION} > {log:q} 2>&1"
 
 
 rule chart:
@@ -44,4 +44,4 @@ rule chart:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{MESAPROBE} chart {SPEC:q} --results-root {RESULTS_ROOT:q} > {log:q} 2>&1"
+        "{MESAPROBE} chart {SPEC:q} --results-root {RESULTS_ROOT:q} {SELECTION} > {log:q} 2>&1"

@@ -4,20 +4,22 @@ import sys
 from pathlib import Path
 
 from mesaprobe.errors import UserError
-from mesaprobe.spec import load_study, make_plan
+from mesaprobe.spec import load_study, make_plan, select_environments
 
 SPEC = config.get("spec", "specs/quickstart.yaml")
+# Optional: --config environments=a,b runs only these environments of the study.
 RESULTS_ROOT = config.get("results_root", "results")
 TRAIN_THREADS = int(config.get("train_threads", 1))
 
 try:
-    STUDY = load_study(SPEC)
+    STUDY = select_environments(load_study(SPEC), config.get("environments"))
     PLAN = make_plan(STUDY)
 except UserError as error:
     print(f"mesaprobe: error: {error}", file=sys.stderr)
     sys.exit(2)
 
 OUT = f"{RESULTS_ROOT}/{STUDY.name}"
+SELECTION = f"--environments {config['environments']}" if config.get("environments") else ""
 # The package's command line, run by the interpreter that runs Snakemake (no PATH needed).
 MESAPROBE = f"{sys.executable} -m mesaprobe"
 
@@ -35,19 +37,35 @@ def table_inputs():
 
 
 def chart_outputs():
+    """Every chart file; each environment's kind picks its metric family and file names."""
     from mesaprobe.analysis.charts import chart_files
+    from mesaprobe.envs import ENVIRONMENTS
 
-    names = chart_files([env.label for env in STUDY.environments], [probe.label for probe in STUDY.probes])
+    views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in STUDY.environments]
+    names = chart_files(views, [probe.label for probe in STUDY.probes])
     return [f"{OUT}/charts/{name}" for name in names]
 
 
 def chart_reports():
-    """Every chart file, as a report entry with the caption of its chart kind."""
+    """Every chart file, as a report entry with the caption of its plotted metric.
+
+    Captions are workflow/report/<metric>.rst, e.g. regret.rst or regret_bits.rst.
+    """
+    from mesaprobe.analysis.charts import CHARTS, chart_metric, chart_stem
+    from mesaprobe.envs import ENVIRONMENTS
+    from mesaprobe.metrics import METRIC_FAMILIES
+
+    metric_of_stem = {}
+    for env in STUDY.environments:
+        kind = ENVIRONMENTS.get(env.family).kind
+        for probe in STUDY.probes:
+            for chart in CHARTS:
+                stem = chart_stem(chart, env.label, probe.label, kind)
+                metric_of_stem[stem] = chart_metric(chart, METRIC_FAMILIES[kind])
     entries = []
     for path in chart_outputs():
-        kind = next(k for k in ("cumulative_regret", "total_reward", "regret") if f"/{k}_" in path)
         if path.endswith(".html"):
-            caption = f"../report/{kind}.rst"
+            caption = f"../report/{metric_of_stem[Path(path).stem]}.rst"
             labels = {"chart": Path(path).stem}
             entries.append(report(path, caption=caption, category="Charts", labels=labels))
         else:

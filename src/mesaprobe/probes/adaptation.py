@@ -1,4 +1,9 @@
-"""The adaptation probe: a frozen agent plays held-out tasks; per-step metrics show learning.
+"""The adaptation probe: a frozen agent plays (or predicts) held-out tasks; per-step metrics show learning.
+
+Bandits: the agent acts step by step; metrics expected_reward, regret, cumulative_regret.
+Sequence prediction: the model predicts every token of held-out sequences; metrics
+logloss_bits, regret_bits (against the exact Bayes predictor on the same tokens) and
+cumulative_regret_bits (see :mod:`mesaprobe.metrics`).
 
 Its out-of-distribution settings (longer episodes, shifted or squeezed prior, permuted
 arm labels, a mid-episode switch) transform the environment the agent was trained on;
@@ -20,7 +25,9 @@ import torch
 
 from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BanditTransform
-from mesaprobe.metrics import STEP_METRICS, bandit_step_metrics
+from mesaprobe.envs.prediction_transform import TransformedPrediction
+from mesaprobe.errors import UserError
+from mesaprobe.metrics import bandit_step_metrics, prediction_step_metrics
 from mesaprobe.seeding import make_generator
 from mesaprobe.spec.settings import SettingError
 from mesaprobe.train.rollout import play
@@ -72,14 +79,22 @@ class AdaptationProbe:
     """Per-step expected reward, regret and cumulative regret on held-out tasks."""
 
     Config: ClassVar[type] = AdaptationConfig
-    serves: ClassVar[tuple[str, ...]] = ("bandit",)
+    serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction")
 
     def __init__(self, config: AdaptationConfig):
         self.config = config
 
     def environment(self, trained: Environment) -> Environment:
         """The environment this probe plays: the trained one, transformed as configured."""
-        return trained.transformed(self.config.transform)
+        config = self.config
+        if trained.kind == "bandit":
+            return trained.transformed(config.transform)
+        bandit_only = [name for name in ("prior_alpha", "squeeze") if getattr(config, name) is not None]
+        if bandit_only:
+            raise UserError(f"probe setting {bandit_only[0]} applies to bandit environments only")
+        if (config.horizon_factor, config.permute_labels, config.switch_at) == (1, False, None):
+            return trained
+        return TransformedPrediction(trained, config.horizon_factor, config.permute_labels, config.switch_at)
 
     def run(
         self,
@@ -103,14 +118,21 @@ class AdaptationProbe:
             for start in range(0, self.config.episodes, self.config.batch):
                 count = min(self.config.batch, self.config.episodes - start)
                 tasks = environment.sample_tasks(count, task_generator, device)
-                trajectory = play(environment, tasks, agent, luck_generator, action_generator)
-                metrics = bandit_step_metrics(trajectory.expected_rewards, trajectory.best_expected_rewards)
+                if environment.kind == "prediction":
+                    tokens = environment.sample(tasks, luck_generator)  # (B, T)
+                    probs = agent.predict(environment, tasks, tokens)
+                    metrics = prediction_step_metrics(probs, environment.bayes_predict(tokens), tokens)
+                else:
+                    trajectory = play(environment, tasks, agent, luck_generator, action_generator)
+                    metrics = bandit_step_metrics(
+                        trajectory.expected_rewards, trajectory.best_expected_rewards
+                    )
                 frames.append(long_table(metrics, first_episode=start))
         return pl.concat(frames)
 
 
 def long_table(metrics: dict[str, torch.Tensor], first_episode: int = 0) -> pl.DataFrame:
-    """(B, T) tensors per metric -> rows (episode, step, metric, value), steps counted from 1."""
+    """(B, T) tensors per metric (in the family's order) -> rows (episode, step, metric, value)."""
     batch, horizon = next(iter(metrics.values())).shape
     episode = torch.arange(first_episode, first_episode + batch).repeat_interleave(horizon)
     step = torch.arange(1, horizon + 1).repeat(batch)
@@ -123,6 +145,6 @@ def long_table(metrics: dict[str, torch.Tensor], first_episode: int = 0) -> pl.D
                 "value": metrics[name].detach().to("cpu", torch.float64).reshape(-1).numpy(),
             }
         )
-        for name in STEP_METRICS
+        for name in metrics
     ]
     return pl.concat(frames).with_columns(pl.col("episode", "step").cast(pl.Int64))

@@ -1,7 +1,7 @@
 """Studies: loading, validation, grid expansion, ids and the plan of jobs."""
 
 from mesaprobe.spec.plan import BaselineJob, Plan, ProbeJob, Run, make_plan, results_directory
-from mesaprobe.spec.study import Component, Study, load_study, settings_hash, study_schema
+from mesaprobe.spec.study import Component, Study, load_study, select_environments, settings_hash, study_schema
 
 __all__ = [
     "BaselineJob",
@@ -13,6 +13,7 @@ __all__ = [
     "load_study",
     "make_plan",
     "results_directory",
+    "select_environments",
     "settings_hash",
     "study_schema",
 ]

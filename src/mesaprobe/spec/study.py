@@ -10,6 +10,7 @@ expected.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -258,3 +259,18 @@ def make_component(
     drop = (selector, "training") if registry.axis == "architecture family" else (selector,)
     config = build(family_class.Config, block, key=key, file=str(path), drop=drop)
     return Component(name=name, family=block[selector], config=config, variant=variant)
+
+
+def select_environments(study: Study, names: str | list[str] | None) -> Study:
+    """The study restricted to the environments ``names`` (comma-separated or a list); None: all."""
+    if not names:
+        return study
+    wanted = names.split(",") if isinstance(names, str) else list(names)
+    known = {environment.name for environment in study.environments}
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        raise SpecError(
+            study.file, f"environments.{unknown[0]}", f"not in this study; expected one of: {', '.join(sorted(known))}"
+        )
+    kept = tuple(environment for environment in study.environments if environment.name in wanted)
+    return dataclasses.replace(study, environments=kept)

@@ -1,0 +1,35 @@
+"""Log-loss training of next-token predictors on sequence-prediction environments.
+
+Each update samples ``batch`` fresh tasks, draws one sequence of ``horizon`` tokens
+from each, and takes one gradient step on the mean cross-entropy of the model's
+prediction of every token from the tokens before it (teacher forcing over whole
+sequences: the same computation as acting step by step, which the model tests check).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mesaprobe.train.config import TrainingConfig
+from mesaprobe.train.loop import TrainingState, schedule
+
+
+def predict_update(
+    environment, state: TrainingState, config: TrainingConfig, total_updates: int
+) -> dict[str, Tensor]:
+    """One batch of fresh sequences and one gradient step; returns log-loss statistics."""
+    schedule(config, state, total_updates)
+    model = state.model
+    tasks = environment.sample_tasks(config.batch, state.task_generator, model.device)
+    tokens = environment.sample(tasks, state.task_generator)  # (B, T)
+    logits = model(environment.observation(tokens))  # (B, T, K)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    state.optimizer.step()
+    return {"logloss_bits": loss.detach() / math.log(2)}
