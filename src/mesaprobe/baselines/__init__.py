@@ -1,6 +1,7 @@
 """Baselines: policies that are not trained.  Adding one: a class and one ``register`` line.
 
-Each baseline class carries a frozen ``Config`` dataclass (its settings), a
+Bandit baselines are agents; prediction baselines (``bayes_optimal``, ``oracle``) have
+``predict(environment, tasks, tokens) -> probs`` instead.  Each baseline class carries a frozen ``Config`` dataclass (its settings), a
 ``serves`` tuple naming the environment kinds it plays, and is built as
 ``cls(config, environment)``; the result is an agent with ``initial_state`` and
 ``act``, played by :func:`mesaprobe.train.rollout.play` like a frozen model.
@@ -13,11 +14,29 @@ from mesaprobe.baselines.bandit import (
     BanditBaseline,
     EpsilonGreedyBaseline,
     GreedyBaseline,
+    OptimisticThompsonBaseline,
     RandomBaseline,
     ThompsonBaseline,
     UCB1Baseline,
 )
+from mesaprobe.baselines.bayes_optimal import BayesOptimalBaseline
+from mesaprobe.baselines.gittins import GittinsBaseline
+from mesaprobe.baselines.predictors import BayesOptimalPredictor, OraclePredictor
 from mesaprobe.registry import Registry
+
+
+class BayesOptimal:
+    """The exact Bayes-optimal agent of an environment: the finite-horizon optimal bandit
+    policy (dynamic programming over posterior counts) or the exact posterior-predictive
+    sequence predictor, chosen by the environment's kind."""
+
+    Config = BayesOptimalBaseline.Config
+    serves = ("bandit", "prediction")
+
+    def __new__(cls, config, environment):
+        if environment.kind == "prediction":
+            return BayesOptimalPredictor(BayesOptimalPredictor.Config(), environment)
+        return BayesOptimalBaseline(config, environment)
 
 BASELINES: Registry[type[BanditBaseline]] = Registry("baseline")
 BASELINES.register("random")(RandomBaseline)
@@ -25,6 +44,10 @@ BASELINES.register("greedy")(GreedyBaseline)
 BASELINES.register("eps_greedy")(EpsilonGreedyBaseline)
 BASELINES.register("ucb1")(UCB1Baseline)
 BASELINES.register("thompson")(ThompsonBaseline)
+BASELINES.register("optimistic_thompson")(OptimisticThompsonBaseline)
+BASELINES.register("gittins")(GittinsBaseline)
+BASELINES.register("bayes_optimal")(BayesOptimal)
+BASELINES.register("oracle")(OraclePredictor)
 
 
 def build_baseline(name: str, config, environment) -> BanditBaseline:

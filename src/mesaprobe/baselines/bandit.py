@@ -1,4 +1,4 @@
-"""Classic bandit policies: random, greedy, epsilon-greedy, UCB1 and Thompson sampling.
+"""Classic bandit policies: random, greedy, epsilon-greedy, UCB1, Thompson and optimistic Thompson sampling.
 
 Every baseline is an agent like :class:`mesaprobe.agents.ModelAgent`: it has
 ``initial_state(batch, horizon, device)`` and ``act(state, observation, generator)``,
@@ -213,3 +213,27 @@ class ThompsonBaseline(BanditBaseline):
         failures = counts.pulls - counts.successes
         draws = sample_beta_tensor(alpha + counts.successes, beta + failures, generator)  # (B, arms)
         return argmax_breaking_ties(draws, generator)
+
+
+@dataclass(frozen=True)
+class OptimisticThompsonConfig:
+    """Optimistic Thompson sampling has no settings: its prior is the environment's."""
+
+
+class OptimisticThompsonBaseline(ThompsonBaseline):
+    """Optimistic Thompson sampling (Chapelle & Li 2011; a baseline of Duan et al. 2016, RL^2):
+    like Thompson sampling, but a draw below the arm's posterior mean counts as the mean.
+
+    Each arm scores max(draw from its Beta posterior, posterior mean), and the arm
+    with the largest score is pulled; the prior is the environment's, as for
+    :class:`ThompsonBaseline` (Beta(1, 1) per arm for dependent priors).
+    """
+
+    Config: ClassVar[type] = OptimisticThompsonConfig
+
+    def choose(self, counts: ArmCounts, generator: torch.Generator) -> Tensor:
+        alpha, beta = self.prior
+        failures = counts.pulls - counts.successes
+        draws = sample_beta_tensor(alpha + counts.successes, beta + failures, generator)  # (B, arms)
+        posterior_mean = (alpha + counts.successes) / (alpha + beta + counts.pulls)
+        return argmax_breaking_ties(torch.maximum(draws, posterior_mean), generator)
