@@ -19,7 +19,8 @@ import math
 import pytest
 import torch
 
-from mesaprobe.baselines.predictors import BayesOptimalPredictor, OraclePredictor, logloss_bits
+from mesaprobe.baselines.predictors import BayesOptimalPredictor, OraclePredictor
+from mesaprobe.metrics import logloss_bits
 from mesaprobe.envs import ENVIRONMENTS
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.envs.sequences import (
