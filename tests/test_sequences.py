@@ -20,7 +20,6 @@ import pytest
 import torch
 
 from mesaprobe.baselines.predictors import BayesOptimalPredictor, OraclePredictor
-from mesaprobe.metrics import logloss_bits
 from mesaprobe.envs import ENVIRONMENTS
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.envs.sequences import (
@@ -39,6 +38,7 @@ from mesaprobe.envs.sequences.periodic import PeriodicConfig
 from mesaprobe.envs.sequences.streak import StreakConfig
 from mesaprobe.envs.sequences.switching import SwitchingConfig
 from mesaprobe.envs.sequences.vom import VariableOrderMarkovConfig
+from mesaprobe.metrics import logloss_bits
 from mesaprobe.seeding import make_generator
 from mesaprobe.spec.settings import SettingError, build, field_docs
 

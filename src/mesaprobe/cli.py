@@ -54,7 +54,9 @@ def parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("spec", type=Path, help="study file (YAML), e.g. specs/quickstart.yaml")
         sub.add_argument(
-            "--environments", default=None, help="only these environments of the study (comma-separated names)"
+            "--environments",
+            default=None,
+            help="only these environments of the study (comma-separated names)",
         )
         return sub
 

@@ -38,6 +38,7 @@ class BayesOptimal:
             return BayesOptimalPredictor(BayesOptimalPredictor.Config(), environment)
         return BayesOptimalBaseline(config, environment)
 
+
 BASELINES: Registry[type[BanditBaseline]] = Registry("baseline")
 BASELINES.register("random")(RandomBaseline)
 BASELINES.register("greedy")(GreedyBaseline)

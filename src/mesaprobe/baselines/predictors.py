@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 from torch import Tensor
 
 from mesaprobe.metrics import logloss_bits  # noqa: F401  (re-exported for predictors)

@@ -1,7 +1,14 @@
 """Studies: loading, validation, grid expansion, ids and the plan of jobs."""
 
 from mesaprobe.spec.plan import BaselineJob, Plan, ProbeJob, Run, make_plan, results_directory
-from mesaprobe.spec.study import Component, Study, load_study, select_environments, settings_hash, study_schema
+from mesaprobe.spec.study import (
+    Component,
+    Study,
+    load_study,
+    select_environments,
+    settings_hash,
+    study_schema,
+)
 
 __all__ = [
     "BaselineJob",

@@ -270,7 +270,9 @@ def select_environments(study: Study, names: str | list[str] | None) -> Study:
     unknown = [name for name in wanted if name not in known]
     if unknown:
         raise SpecError(
-            study.file, f"environments.{unknown[0]}", f"not in this study; expected one of: {', '.join(sorted(known))}"
+            study.file,
+            f"environments.{unknown[0]}",
+            f"not in this study; expected one of: {', '.join(sorted(known))}",
         )
     kept = tuple(environment for environment in study.environments if environment.name in wanted)
     return dataclasses.replace(study, environments=kept)
