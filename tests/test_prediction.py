@@ -48,13 +48,17 @@ def test_prediction_study_runs_and_bayes_has_zero_regret(tmp_path, plan):
     for job in plan.probe_jobs:
         jobs.probe_job(plan, run.id, job.probe.label, tmp_path, "cpu")
     for job in plan.baseline_jobs:
-        jobs.baseline_job(plan, job.environment.label, job.probe.label, job.baseline.label, job.seed, tmp_path)
+        jobs.baseline_job(
+            plan, job.environment.label, job.probe.label, job.baseline.label, job.seed, tmp_path
+        )
     tables = collect([tmp_path / path for path in plan.table_inputs], tmp_path / "tables", resamples=50)
     summary = pl.read_parquet(tables["summary"])
     assert set(summary["metric"]) == {"total_logloss_bits", "cumulative_regret_bits", "adaptation"}
     bayes = summary.filter(pl.col("agent") == "bayes_optimal", pl.col("metric") == "cumulative_regret_bits")
     assert (bayes["mean"] == 0).all()
-    longer = pl.read_parquet(tmp_path / next(j.output for j in plan.probe_jobs if j.probe.name == "longer_x2"))
+    longer = pl.read_parquet(
+        tmp_path / next(j.output for j in plan.probe_jobs if j.probe.name == "longer_x2")
+    )
     assert longer["step"].max() == 24
 
 
