@@ -116,6 +116,8 @@ def run_command(arguments: argparse.Namespace) -> int:
             f"{arguments.spec}: study {study.name!r} is valid: {len(plan.runs)} runs, "
             f"{len(plan.probe_jobs)} probe jobs, {len(plan.baseline_jobs)} baseline jobs"
         )
+        for skip in plan.skipped:
+            print(f"note: {skip}")
         return 0
     if arguments.command == "plan":
         if arguments.json:
@@ -131,6 +133,8 @@ def run_command(arguments: argparse.Namespace) -> int:
                 print(f"probe {job.output}")
             for job in plan.baseline_jobs:
                 print(f"base  {job.output}")
+            for skip in plan.skipped:
+                print(f"skip  {skip}")
         return 0
 
     from mesaprobe import jobs

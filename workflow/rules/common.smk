@@ -18,6 +18,9 @@ except UserError as error:
     print(f"mesaprobe: error: {error}", file=sys.stderr)
     sys.exit(2)
 
+for skip in PLAN.skipped:
+    print(f"mesaprobe: note: {skip}", file=sys.stderr)
+
 OUT = f"{RESULTS_ROOT}/{STUDY.name}"
 SELECTION = f"--environments {config['environments']}" if config.get("environments") else ""
 # The package's command line, run by the interpreter that runs Snakemake (no PATH needed).

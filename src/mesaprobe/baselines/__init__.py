@@ -33,6 +33,12 @@ class BayesOptimal:
     Config = BayesOptimalBaseline.Config
     serves = ("bandit", "prediction")
 
+    @classmethod
+    def skip_reason(cls, config, environment) -> str | None:
+        if environment.kind == "prediction":
+            return None
+        return BayesOptimalBaseline.skip_reason(config, environment)
+
     def __new__(cls, config, environment):
         if environment.kind == "prediction":
             return BayesOptimalPredictor(BayesOptimalPredictor.Config(), environment)

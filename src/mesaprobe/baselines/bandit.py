@@ -82,6 +82,11 @@ class BanditBaseline:
         self.environment = environment
         self.arms = environment.arms
 
+    @classmethod
+    def skip_reason(cls, config, environment) -> str | None:
+        """Why this baseline cannot play ``environment`` (None: it can); the plan skips it then."""
+        return None
+
     def initial_state(self, batch: int, horizon: int, device: torch.device | str) -> ArmCounts:
         pulls = torch.zeros(batch, self.arms, device=device)
         return ArmCounts(pulls=pulls, successes=torch.zeros_like(pulls))
@@ -206,7 +211,7 @@ class ThompsonBaseline(BanditBaseline):
 
     def __init__(self, config, environment: BernoulliBandit):
         super().__init__(config, environment)
-        self.prior: tuple[float, float] = environment.config.independent_beta_prior or (1.0, 1.0)
+        self.prior: tuple[float, float] = environment.prior or (1.0, 1.0)
 
     def choose(self, counts: ArmCounts, generator: torch.Generator) -> Tensor:
         alpha, beta = self.prior

@@ -64,6 +64,11 @@ def environment_prior(config: BernoulliBanditConfig) -> Prior:
     return independent if independent is not None else config.prior
 
 
+def played_prior(environment: BernoulliBandit) -> Prior:
+    """The arm prior of the tasks as played: a transform's shifted Beta prior, else the environment's."""
+    return environment.prior or environment_prior(environment.config)
+
+
 def normalise_prior(prior: Prior | str) -> Prior:
     """``"uniform"`` -> (1.0, 1.0); (alpha, beta) -> floats; dependent names unchanged."""
     if prior == "uniform":
@@ -462,8 +467,23 @@ class BayesOptimalBaseline(BanditBaseline):
 
     def __init__(self, config: BayesOptimalConfig, environment: BernoulliBandit):
         super().__init__(config, environment)
-        self.prior = environment_prior(environment.config)
+        reason = self.skip_reason(config, environment)
+        if reason is not None:
+            raise UserError(reason)
+        self.prior = played_prior(environment)
         self.policy(environment.horizon)  # fail (or compute) now, not in the middle of a probe
+
+    @classmethod
+    def skip_reason(cls, config: BayesOptimalConfig, environment: BernoulliBandit) -> str | None:
+        """Exact only for Beta or dependent priors of stationary arms, and only up to max_states."""
+        transform = environment.transform
+        if transform.squeeze is not None or transform.switch_at is not None:
+            return "bayes_optimal: exact only for stationary arms with Beta or dependent priors (not squeezed or restless)"
+        try:
+            check_size(environment.arms, environment.horizon, played_prior(environment), config.max_states)
+        except UserError as error:
+            return str(error)
+        return None
 
     def policy(self, horizon: int) -> IndependentPolicy | DependentPolicy:
         check_size(self.arms, horizon, self.prior, self.config.max_states)

@@ -219,7 +219,7 @@ class GittinsBaseline(BanditBaseline):
 
     def __init__(self, config: GittinsConfig, environment: BernoulliBandit):
         super().__init__(config, environment)
-        self.prior: tuple[float, float] = environment.config.independent_beta_prior or (1.0, 1.0)
+        self.prior: tuple[float, float] = environment.prior or (1.0, 1.0)
         self.table(environment.horizon)  # compute (or load) now, not in the middle of a probe
 
     def table(self, horizon: int) -> np.ndarray:

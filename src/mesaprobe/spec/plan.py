@@ -103,11 +103,25 @@ class BaselineJob:
 
 
 @dataclass(frozen=True)
+class SkippedBaseline:
+    """A baseline that cannot play one environment and probe (e.g. an exact DP too large)."""
+
+    environment: str
+    probe: str
+    baseline: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.baseline} skipped on {self.environment}/{self.probe}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class Plan:
     study: Study
     runs: tuple[Run, ...]
     probe_jobs: tuple[ProbeJob, ...]
     baseline_jobs: tuple[BaselineJob, ...]
+    skipped: tuple[SkippedBaseline, ...] = ()
 
     def run(self, run_id: str) -> Run:
         for run in self.runs:
@@ -139,6 +153,7 @@ class Plan:
             "probes": [
                 {"run": job.run.id, "probe": job.probe.label, "output": job.output} for job in self.probe_jobs
             ],
+            "skipped": [str(skip) for skip in self.skipped],
             "baselines": [
                 {
                     "environment": job.environment.label,
@@ -198,16 +213,31 @@ def make_plan(study: Study) -> Plan:
         for probe in study.probes
         if serves(PROBES.get(probe.family), ENVIRONMENTS.get(run.environment.family))
     ]
-    baseline_jobs = [
-        BaselineJob(environment, probe, baseline, seed)
-        for environment in study.environments
-        for probe in study.probes
-        if serves(PROBES.get(probe.family), ENVIRONMENTS.get(environment.family))
-        for baseline in study.baselines
-        if serves(BASELINES.get(baseline.family), ENVIRONMENTS.get(environment.family))
-        for seed in study.seeds
-    ]
-    return Plan(study, tuple(runs.values()), tuple(probe_jobs), tuple(baseline_jobs))
+    baseline_jobs = []
+    skipped = []
+    for environment in study.environments:
+        environment_class = ENVIRONMENTS.get(environment.family)
+        for probe in study.probes:
+            probe_class = PROBES.get(probe.family)
+            if not serves(probe_class, environment_class):
+                continue
+            played = None
+            for baseline in study.baselines:
+                baseline_class = BASELINES.get(baseline.family)
+                if not serves(baseline_class, environment_class):
+                    continue
+                skip_reason = getattr(baseline_class, "skip_reason", None)
+                if skip_reason is not None:
+                    if played is None:  # the environment as this probe plays it
+                        played = probe_class(probe.config).environment(environment_class(environment.config))
+                    reason = skip_reason(baseline.config, played)
+                    if reason is not None:
+                        skipped.append(
+                            SkippedBaseline(environment.label, probe.label, baseline.label, reason)
+                        )
+                        continue
+                baseline_jobs += [BaselineJob(environment, probe, baseline, seed) for seed in study.seeds]
+    return Plan(study, tuple(runs.values()), tuple(probe_jobs), tuple(baseline_jobs), tuple(skipped))
 
 
 def results_directory(study: Study, root: str | Path = "results") -> Path:
