@@ -226,3 +226,18 @@ def test_cli_plan_json(tmp_path, tiny_spec):
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
     assert plan["study"] == "tiny" and len(plan["runs"]) == 6 and len(plan["baselines"]) == 4
+
+
+def test_plan_skips_baselines_that_cannot_play_and_says_why(tmp_path):
+    def five_arms(data):
+        data["environments"]["bandit5"] = {"family": "bernoulli_bandit", "arms": 5, "horizon": 100}
+        data["probes"]["restless"] = {"kind": "adaptation", "episodes": 10, "switch_at": 0.5}
+        data["baselines"] = ["thompson", "bayes_optimal"]
+
+    plan = make_plan(load_study(mutated(tmp_path, five_arms)))
+    played = {(job.environment.name, job.probe.name, job.baseline.name) for job in plan.baseline_jobs}
+    assert ("bandit2", "adaptation", "bayes_optimal") in played  # 2 arms, 8 pulls: exact DP is small
+    assert ("bandit5", "adaptation", "thompson") in played
+    skipped = {(skip.environment, skip.probe, skip.baseline): skip.reason for skip in plan.skipped}
+    assert "posterior states" in skipped[("bandit5", "adaptation", "bayes_optimal")]
+    assert "restless" in skipped[("bandit2", "restless", "bayes_optimal")]

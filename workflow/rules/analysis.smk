@@ -18,7 +18,7 @@ rule collect:
             f"{OUT}/tables/total_reward_table.csv",
             caption="../report/total_reward_table.rst",
             category="Tables",
-            labels={"table": "total reward by setting"},
+            labels={"table": "totals by setting"},
         ),
         provenance=f"{OUT}/tables/tables.json",
     log:
