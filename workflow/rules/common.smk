@@ -26,8 +26,6 @@ SELECTION = f"--environments {config['environments']}" if config.get("environmen
 # The package's command line, run by the interpreter that runs Snakemake (no PATH needed).
 MESAPROBE = f"{sys.executable} -m mesaprobe"
 
-RUN_IDS = [run.id for run in PLAN.runs]
-
 
 def train_resources(wildcards):
     """GPU jobs ask the scheduler for one GPU; CPU studies never do."""
@@ -77,4 +75,4 @@ def chart_reports():
 
 
 wildcard_constraints:
-    run="|".join(RUN_IDS) or "no-runs",
+    run=r"[^/]+",

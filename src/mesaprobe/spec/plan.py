@@ -9,6 +9,7 @@ line both take them from here, so they cannot disagree.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +40,7 @@ class Run:
     training_variant: str
     seed: int
 
-    @property
+    @functools.cached_property
     def resolved(self) -> dict[str, Any]:
         training = {
             key: value
@@ -52,12 +53,12 @@ class Run:
             "training": training,
         }
 
-    @property
+    @functools.cached_property
     def config_hash(self) -> str:
         """Hash of everything but the seed: runs differing only by seed share it."""
         return settings_hash(self.resolved)
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         return f"{self.environment.name}-{self.architecture.name}-{self.config_hash}-s{self.seed}"
 
@@ -123,11 +124,12 @@ class Plan:
     baseline_jobs: tuple[BaselineJob, ...]
     skipped: tuple[SkippedBaseline, ...] = ()
 
+    @functools.cached_property
+    def runs_by_id(self) -> dict[str, Run]:
+        return {run.id: run for run in self.runs}
+
     def run(self, run_id: str) -> Run:
-        for run in self.runs:
-            if run.id == run_id:
-                return run
-        raise KeyError(run_id)
+        return self.runs_by_id[run_id]
 
     @property
     def table_inputs(self) -> list[str]:

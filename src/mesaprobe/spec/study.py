@@ -10,12 +10,12 @@ expected.
 from __future__ import annotations
 
 import copy
+import functools
 import dataclasses
 import hashlib
 import itertools
 import json
 from dataclasses import dataclass
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from mesaprobe.spec.settings import as_dict, build, describe
 from mesaprobe.train.config import TrainingConfig
 
 
-@cache
+@functools.cache
 def study_schema() -> dict[str, Any]:
     """The JSON schema every study must satisfy (``workflow/schemas`` links to this file)."""
     text = resources.files("mesaprobe.spec").joinpath("study.schema.yaml").read_text()
@@ -55,7 +55,7 @@ class Component:
     variant: str = ""
     """Grid values that apply to it, e.g. ``hidden=32`` (empty without a grid)."""
 
-    @property
+    @functools.cached_property
     def resolved(self) -> dict[str, Any]:
         return {"family": self.family, **as_dict(self.config)}
 
@@ -64,7 +64,7 @@ class Component:
         """The name shown in tables and charts: the study's name plus its grid values."""
         return f"{self.name}[{self.variant}]" if self.variant else self.name
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
         """Readable name plus a short hash of the resolved settings (stable across studies)."""
         return f"{self.name}-{settings_hash(self.resolved)}"
