@@ -52,8 +52,19 @@ def main() -> None:
         snakemake = Path(sys.executable).with_name("snakemake")
         started = time.perf_counter()
         result = subprocess.run(
-            [str(snakemake), "-s", str(REPO / "Snakefile"), "-d", directory, "-n", "-q", "--cores", "1",
-             "--config", f"spec={spec}"],
+            [
+                str(snakemake),
+                "-s",
+                str(REPO / "Snakefile"),
+                "-d",
+                directory,
+                "-n",
+                "-q",
+                "--cores",
+                "1",
+                "--config",
+                f"spec={spec}",
+            ],
             capture_output=True,
             text=True,
         )

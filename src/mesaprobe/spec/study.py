@@ -10,8 +10,8 @@ expected.
 from __future__ import annotations
 
 import copy
-import functools
 import dataclasses
+import functools
 import hashlib
 import itertools
 import json
