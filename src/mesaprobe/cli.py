@@ -53,11 +53,8 @@ def parser() -> argparse.ArgumentParser:
     def command(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("spec", type=Path, help="study file (YAML), e.g. specs/quickstart.yaml")
-        sub.add_argument(
-            "--environments",
-            default=None,
-            help="only these environments of the study (comma-separated names)",
-        )
+        for axis in ("environments", "architectures", "probes"):
+            sub.add_argument(f"--{axis}", default=None, help=f"only these {axis} of the study (comma-separated names)")
         return sub
 
     def with_results(sub: argparse.ArgumentParser) -> None:
@@ -107,9 +104,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run_command(arguments: argparse.Namespace) -> int:
-    from mesaprobe.spec import load_study, make_plan, results_directory, select_environments
+    from mesaprobe.spec import load_study, make_plan, results_directory, select
 
-    study = select_environments(load_study(arguments.spec), arguments.environments)
+    study = select(
+        load_study(arguments.spec),
+        environments=arguments.environments,
+        architectures=arguments.architectures,
+        probes=arguments.probes,
+    )
     plan = make_plan(study)
     if arguments.command == "validate":
         print(

@@ -4,15 +4,20 @@ import sys
 from pathlib import Path
 
 from mesaprobe.errors import UserError
-from mesaprobe.spec import load_study, make_plan, select_environments
+from mesaprobe.spec import load_study, make_plan, select
 
 SPEC = config.get("spec", "specs/quickstart.yaml")
-# Optional: --config environments=a,b runs only these environments of the study.
+# Optional: --config environments=a,b (also architectures=..., probes=...) runs part of the study.
 RESULTS_ROOT = config.get("results_root", "results")
 TRAIN_THREADS = int(config.get("train_threads", 1))
 
 try:
-    STUDY = select_environments(load_study(SPEC), config.get("environments"))
+    STUDY = select(
+        load_study(SPEC),
+        environments=config.get("environments"),
+        architectures=config.get("architectures"),
+        probes=config.get("probes"),
+    )
     PLAN = make_plan(STUDY)
 except UserError as error:
     print(f"mesaprobe: error: {error}", file=sys.stderr)
@@ -22,7 +27,9 @@ for skip in PLAN.skipped:
     print(f"mesaprobe: note: {skip}", file=sys.stderr)
 
 OUT = f"{RESULTS_ROOT}/{STUDY.name}"
-SELECTION = f"--environments {config['environments']}" if config.get("environments") else ""
+SELECTION = " ".join(
+    f"--{axis} {config[axis]}" for axis in ("environments", "architectures", "probes") if config.get(axis)
+)
 # The package's command line, run by the interpreter that runs Snakemake (no PATH needed).
 MESAPROBE = f"{sys.executable} -m mesaprobe"
 

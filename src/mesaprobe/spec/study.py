@@ -261,18 +261,28 @@ def make_component(
     return Component(name=name, family=block[selector], config=config, variant=variant)
 
 
+def select(study: Study, **names: str | list[str] | None) -> Study:
+    """The study restricted to some of its environments, architectures or probes.
+
+    Each keyword (``environments``, ``architectures``, ``probes``) takes names as a
+    comma-separated string or a list; None or empty keeps them all.
+    """
+    for axis, wanted in names.items():
+        if not wanted:
+            continue
+        wanted = wanted.split(",") if isinstance(wanted, str) else list(wanted)
+        components = getattr(study, axis)
+        known = {component.name for component in components}
+        unknown = [name for name in wanted if name not in known]
+        if unknown:
+            raise SpecError(
+                study.file, f"{axis}.{unknown[0]}", f"not in this study; expected one of: {', '.join(sorted(known))}"
+            )
+        kept = tuple(component for component in components if component.name in wanted)
+        study = dataclasses.replace(study, **{axis: kept})
+    return study
+
+
 def select_environments(study: Study, names: str | list[str] | None) -> Study:
     """The study restricted to the environments ``names`` (comma-separated or a list); None: all."""
-    if not names:
-        return study
-    wanted = names.split(",") if isinstance(names, str) else list(names)
-    known = {environment.name for environment in study.environments}
-    unknown = [name for name in wanted if name not in known]
-    if unknown:
-        raise SpecError(
-            study.file,
-            f"environments.{unknown[0]}",
-            f"not in this study; expected one of: {', '.join(sorted(known))}",
-        )
-    kept = tuple(environment for environment in study.environments if environment.name in wanted)
-    return dataclasses.replace(study, environments=kept)
+    return select(study, environments=names)
