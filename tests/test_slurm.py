@@ -25,6 +25,7 @@ import polars as pl
 import pytest
 
 from tests.conftest import REPO
+from tests.test_pipeline import SMOKE_STUDY
 
 pytestmark = pytest.mark.slurm
 
@@ -38,19 +39,7 @@ PARTITION = "mesaprobe"
 # The largest memory request of any rule (collect asks for 8000 MB): the node must offer it.
 NODE_MIN_MEMORY_MB = 16_000
 
-SLURM_STUDY = """\
-study: slurm_smoke
-seeds: [0]
-environments:
-  bandit2: {family: bernoulli_bandit, arms: 2, horizon: 6}
-architectures:
-  gru: {family: gru, hidden: 8}
-  transformer: {family: transformer, d_model: 8, layers: 1, heads: 2}
-training: {env_steps: 192, batch: 16}
-probes:
-  adaptation: {kind: adaptation, episodes: 30}
-baselines: [random, ucb1]
-"""
+SLURM_STUDY = SMOKE_STUDY.replace("study: smoke", "study: slurm_smoke")
 AGENTS = {"gru", "transformer", "random", "ucb1"}
 # study -> rule -> jobs: 2 runs x (train, freeze, probe) + 2 baselines + collect + chart.
 EXPECTED_RULE_JOBS = {"train": 2, "freeze": 2, "probe": 2, "baseline": 2, "collect": 1, "chart": 1}

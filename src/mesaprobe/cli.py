@@ -25,24 +25,24 @@ from mesaprobe import __version__
 from mesaprobe.errors import UserError
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def integer_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``, with a one-line error otherwise."""
+    words = {0: "a non-negative integer", 1: "a positive integer"}.get(minimum, f"an integer >= {minimum}")
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {words}, got {value}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
+positive_int = integer_at_least(1)
+non_negative_int = integer_at_least(0)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -54,7 +54,9 @@ def parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("spec", type=Path, help="study file (YAML), e.g. specs/quickstart.yaml")
         for axis in ("environments", "architectures", "probes"):
-            sub.add_argument(f"--{axis}", default=None, help=f"only these {axis} of the study (comma-separated names)")
+            sub.add_argument(
+                f"--{axis}", default=None, help=f"only these {axis} of the study (comma-separated names)"
+            )
         return sub
 
     def with_results(sub: argparse.ArgumentParser) -> None:
