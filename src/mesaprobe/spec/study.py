@@ -276,7 +276,9 @@ def select(study: Study, **names: str | list[str] | None) -> Study:
         unknown = [name for name in wanted if name not in known]
         if unknown:
             raise SpecError(
-                study.file, f"{axis}.{unknown[0]}", f"not in this study; expected one of: {', '.join(sorted(known))}"
+                study.file,
+                f"{axis}.{unknown[0]}",
+                f"not in this study; expected one of: {', '.join(sorted(known))}",
             )
         kept = tuple(component for component in components if component.name in wanted)
         study = dataclasses.replace(study, **{axis: kept})
