@@ -56,7 +56,7 @@ def measure(name: str, batch: int, device: torch.device, updates: int, warmup: i
     started = time.perf_counter()
     for _ in range(updates):
         statistics = update(environment, state, config, total)
-    float(statistics["loss"])  # wait for the device
+    float(statistics["reward_per_step"])  # wait for the device
     seconds = time.perf_counter() - started
     steps = updates * batch * environment.horizon
     return {
