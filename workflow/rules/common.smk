@@ -31,6 +31,10 @@ SELECTION = " ".join(
     f"--{axis} {config[axis]}" for axis in ("environments", "architectures", "probes") if config.get(axis)
 )
 # The package's command line, run by the interpreter that runs Snakemake (no PATH needed).
+# SPEC, RESULTS_ROOT and MESAPROBE are used in shell commands directly rather than as
+# params (snakemake --lint suggests params): every output path already carries a hash of
+# the settings it depends on, and as params a renamed spec file or a moved virtual
+# environment would make Snakemake retrain every run.
 MESAPROBE = f"{sys.executable} -m mesaprobe"
 
 
