@@ -20,6 +20,21 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+def fixed_permutation(size: int, *parts: object) -> torch.Tensor:
+    """A fixed permutation of ``range(size)`` that is never the identity, named by ``parts``.
+
+    Out-of-distribution probes relabel arms or symbols with it, so every agent and every
+    run sees the same relabelling.
+    """
+    assert size >= 2, "only two or more labels can be permuted"
+    generator = torch.Generator().manual_seed(derive_seed(*parts, size))
+    identity = torch.arange(size)
+    permutation = identity
+    while torch.equal(permutation, identity):
+        permutation = torch.randperm(size, generator=generator)
+    return permutation
+
+
 def make_generator(*parts: object, device: torch.device | str = "cpu") -> torch.Generator:
     """A fresh generator on ``device`` seeded by :func:`derive_seed` of ``parts``."""
     generator = torch.Generator(device=device)

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mesaprobe.envs.base import Environment
-from mesaprobe.seeding import derive_seed
+from mesaprobe.seeding import fixed_permutation
 from mesaprobe.spec.settings import SettingError
 
 Prior = Literal[
@@ -169,20 +169,12 @@ class BernoulliBandit(Environment):
         transform = self.transform
         probs = self.sample_probs(n, generator, device)
         if transform.permute_labels:
-            probs = probs[:, self.label_permutation().to(probs.device)]
+            probs = probs[:, fixed_permutation(self.arms, "label-permutation").to(probs.device)]
         if transform.switch_at is None:
             return BanditTasks(probs=probs)
         after = self.sample_probs(n, generator, device)
         switch_step = max(1, round(transform.switch_at * self.horizon))
         return BanditTasks(probs=probs, probs_after_switch=after, switch_step=switch_step)
-
-    def label_permutation(self) -> Tensor:
-        """The one fixed permutation of arm labels used by ``permute_labels`` (never the identity)."""
-        generator = torch.Generator().manual_seed(derive_seed("label-permutation", self.arms))
-        while True:
-            permutation = torch.randperm(self.arms, generator=generator)
-            if not torch.equal(permutation, torch.arange(self.arms)):
-                return permutation
 
     def sample_probs(self, n: int, generator: torch.Generator, device: torch.device | str) -> Tensor:
         """(n, arms) arm probabilities from the prior as played (trained prior or transform's)."""

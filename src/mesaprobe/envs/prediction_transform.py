@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from mesaprobe.envs.sequences.base import prediction_inputs
 from mesaprobe.errors import UserError
-from mesaprobe.seeding import derive_seed
+from mesaprobe.seeding import fixed_permutation
 
 
 @dataclass(frozen=True)
@@ -63,11 +64,8 @@ class TransformedPrediction:
             raise UserError(
                 f"cannot lengthen {type(base).__name__} sequences to {segment} steps: {error}"
             ) from None
-        permutation = torch.arange(self.symbols)
-        if permute_labels:
-            generator = torch.Generator().manual_seed(derive_seed("label-permutation", self.symbols))
-            while torch.equal(permutation, torch.arange(self.symbols)):
-                permutation = torch.randperm(self.symbols, generator=generator)
+        identity = torch.arange(self.symbols)
+        permutation = fixed_permutation(self.symbols, "label-permutation") if permute_labels else identity
         self.permutation = permutation  # new label of each original symbol
         self.inverse = torch.argsort(permutation)
 
@@ -107,9 +105,5 @@ class TransformedPrediction:
         return self._segments(tokens, predict)
 
     def observation(self, tokens: Tensor) -> Tensor:
-        """One-hot previous token (zeros at t = 0) and t / trained horizon, (B, T, K + 1)."""
-        batch, steps = tokens.shape
-        previous = torch.nn.functional.one_hot(tokens[:, :-1], self.symbols).float()
-        previous = torch.cat([previous.new_zeros(batch, 1, self.symbols), previous], dim=1)
-        time = torch.arange(steps, device=tokens.device, dtype=torch.float32) / self.time_horizon
-        return torch.cat([previous, time[None, :, None].expand(batch, steps, 1)], dim=2)
+        """Model inputs (B, T, K + 1) with the time input on the trained scale, t / trained horizon."""
+        return prediction_inputs(tokens, self.symbols, self.time_horizon)

@@ -6,7 +6,6 @@ from mesaprobe.spec.study import (
     Study,
     load_study,
     select,
-    select_environments,
     settings_hash,
     study_schema,
 )
@@ -22,7 +21,6 @@ __all__ = [
     "make_plan",
     "results_directory",
     "select",
-    "select_environments",
     "settings_hash",
     "study_schema",
 ]

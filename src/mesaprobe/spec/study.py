@@ -283,8 +283,3 @@ def select(study: Study, **names: str | list[str] | None) -> Study:
         kept = tuple(component for component in components if component.name in wanted)
         study = dataclasses.replace(study, **{axis: kept})
     return study
-
-
-def select_environments(study: Study, names: str | list[str] | None) -> Study:
-    """The study restricted to the environments ``names`` (comma-separated or a list); None: all."""
-    return select(study, environments=names)

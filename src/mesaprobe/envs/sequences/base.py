@@ -113,11 +113,16 @@ class PredictionEnvironment(Environment):
 
     def observation(self, tokens: Tensor) -> Tensor:
         """Model inputs (B, T, K + 1) for predicting token t: one-hot x_{t-1} (zeros at t = 0), t / horizon."""
-        batch, steps = tokens.shape
-        previous = torch.nn.functional.one_hot(tokens[:, :-1], self.symbols).float()  # (B, T - 1, K)
-        previous = torch.cat([previous.new_zeros(batch, 1, self.symbols), previous], dim=1)  # (B, T, K)
-        time = torch.arange(steps, device=tokens.device, dtype=torch.float32) / self.horizon
-        return torch.cat([previous, time[None, :, None].expand(batch, steps, 1)], dim=2)
+        return prediction_inputs(tokens, self.symbols, self.horizon)
+
+
+def prediction_inputs(tokens: Tensor, symbols: int, time_horizon: int) -> Tensor:
+    """(B, T, K + 1) inputs for predicting each token: one-hot previous token (zeros at t = 0), t / time_horizon."""
+    batch, steps = tokens.shape
+    previous = torch.nn.functional.one_hot(tokens[:, :-1], symbols).float()  # (B, T - 1, K)
+    previous = torch.cat([previous.new_zeros(batch, 1, symbols), previous], dim=1)  # (B, T, K)
+    time = torch.arange(steps, device=tokens.device, dtype=torch.float32) / time_horizon
+    return torch.cat([previous, time[None, :, None].expand(batch, steps, 1)], dim=2)
 
 
 # Settings shared by several families.
