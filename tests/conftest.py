@@ -35,3 +35,19 @@ def tiny_spec(tmp_path: Path) -> Path:
     path.parent.mkdir()
     path.write_text(textwrap.dedent(TINY_STUDY))
     return path
+
+
+def run_all_jobs(plan, results: Path, resamples: int) -> dict[str, Path]:
+    """Every job of a plan in order (train, freeze, probe, baseline, collect), as Snakemake would."""
+    from mesaprobe import jobs
+    from mesaprobe.analysis.tables import collect
+
+    for run in plan.runs:
+        jobs.train_job(plan, run.id, results, progress=False)
+        jobs.freeze_job(plan, run.id, results)
+        for job in plan.probe_jobs:
+            if job.run.id == run.id:
+                jobs.probe_job(plan, run.id, job.probe.label, results, "cpu")
+    for job in plan.baseline_jobs:
+        jobs.baseline_job(plan, job.environment.label, job.probe.label, job.baseline.label, job.seed, results)
+    return collect([results / path for path in plan.table_inputs], results / "tables", resamples=resamples)

@@ -13,10 +13,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 
 from mesaprobe import cli, jobs
-from mesaprobe.analysis.tables import collect
 from mesaprobe.spec import load_study, make_plan
 from mesaprobe.train import loop
-from tests.conftest import TINY_STUDY
+from tests.conftest import TINY_STUDY, run_all_jobs
 
 
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, tiny_spec, monkeypatch):
@@ -132,16 +131,7 @@ def test_yaml_cannot_construct_python_objects(tmp_path):
 
 
 def run_study(spec: Path, results: Path) -> dict[str, Path]:
-    plan = make_plan(load_study(spec))
-    for run in plan.runs:
-        jobs.train_job(plan, run.id, results, progress=False)
-        jobs.freeze_job(plan, run.id, results)
-        for job in plan.probe_jobs:
-            if job.run.id == run.id:
-                jobs.probe_job(plan, run.id, job.probe.label, results, "cpu")
-    for job in plan.baseline_jobs:
-        jobs.baseline_job(plan, job.environment.label, job.probe.label, job.baseline.label, job.seed, results)
-    return collect([results / path for path in plan.table_inputs], results / "tables", resamples=200)
+    return run_all_jobs(make_plan(load_study(spec)), results, resamples=200)
 
 
 def test_same_study_and_seed_give_bit_identical_tables(tmp_path, tiny_spec):

@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from mesaprobe import jobs
-from mesaprobe.analysis.tables import collect
 from mesaprobe.envs import ENVIRONMENTS
 from mesaprobe.envs.prediction_transform import TransformedPrediction
 from mesaprobe.seeding import make_generator
 from mesaprobe.spec import load_study, make_plan
+from tests.conftest import run_all_jobs
 
 STUDY = """\
 study: tinyweather
@@ -42,16 +42,8 @@ def test_prediction_study_runs_and_bayes_has_zero_regret(tmp_path, plan):
     assert run.training.algorithm == "predict"
     # Bandit-only baselines are not played on prediction environments.
     assert {job.baseline.name for job in plan.baseline_jobs} == {"bayes_optimal", "oracle"}
-    jobs.train_job(plan, run.id, tmp_path, progress=False)
-    manifest = jobs.freeze_job(plan, run.id, tmp_path)
-    assert manifest.exists()
-    for job in plan.probe_jobs:
-        jobs.probe_job(plan, run.id, job.probe.label, tmp_path, "cpu")
-    for job in plan.baseline_jobs:
-        jobs.baseline_job(
-            plan, job.environment.label, job.probe.label, job.baseline.label, job.seed, tmp_path
-        )
-    tables = collect([tmp_path / path for path in plan.table_inputs], tmp_path / "tables", resamples=50)
+    tables = run_all_jobs(plan, tmp_path, resamples=50)
+    assert (tmp_path / run.directory / jobs.FROZEN_MANIFEST).exists()
     summary = pl.read_parquet(tables["summary"])
     assert set(summary["metric"]) == {"total_logloss_bits", "cumulative_regret_bits", "adaptation"}
     bayes = summary.filter(pl.col("agent") == "bayes_optimal", pl.col("metric") == "cumulative_regret_bits")
