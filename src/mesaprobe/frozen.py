@@ -86,7 +86,12 @@ def load_frozen(manifest_path: str | Path, device: torch.device | str = "cpu") -
     config = build(
         family_class.Config, architecture, key="architecture", file=str(manifest_path), drop=("family",)
     )
-    model = build_model(architecture["family"], config, input_size, output_size)
+    private_size = manifest.get("private_size", 0)
+    if not isinstance(private_size, int) or isinstance(private_size, bool) or private_size < 0:
+        raise ArtifactError(
+            manifest_path, f"private_size must be a non-negative integer, got {private_size!r}"
+        )
+    model = build_model(architecture["family"], config, input_size, output_size, private_size)
     try:
         state = load_file(str(weights_path))
         model.load_state_dict(state)

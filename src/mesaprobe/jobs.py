@@ -18,6 +18,7 @@ from mesaprobe.agents import ModelAgent, ModelPredictor
 from mesaprobe.artifacts import provenance, write_json
 from mesaprobe.device import resolve_device
 from mesaprobe.envs import ENVIRONMENTS, Environment
+from mesaprobe.envs.base import ACTING_KINDS
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.frozen import freeze, load_frozen
 from mesaprobe.models import build_model
@@ -50,8 +51,8 @@ def find_run(plan: Plan, run_id: str) -> Run:
 
 
 def output_size(environment: Environment) -> int:
-    """Model outputs: policy logits and a value (bandits), or next-token logits (prediction)."""
-    return environment.action_count + 1 if environment.kind == "bandit" else environment.symbols
+    """Model outputs: policy logits and a value (acting kinds), or next-token logits (prediction)."""
+    return environment.action_count + 1 if environment.kind in ACTING_KINDS else environment.symbols
 
 
 def new_model(run: Run, environment: Environment):
@@ -63,6 +64,7 @@ def new_model(run: Run, environment: Environment):
             run.architecture.config,
             environment.observation_size,
             output_size(environment),
+            environment.private_size,
         )
 
 
@@ -144,6 +146,7 @@ def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:
         "resolved": run.resolved,
         "input_size": environment.observation_size,
         "output_size": output_size(environment),
+        "private_size": environment.private_size,
         "training": {
             "updates": checkpoint["update"],
             "env_steps": checkpoint["env_steps"],
@@ -206,7 +209,7 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
         )
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
     environment = probe_kind.environment(make_environment(run.environment))
-    if environment.kind == "bandit":
+    if environment.kind in ACTING_KINDS:
         agent = ModelAgent(frozen.model, environment.action_count, policy=job.probe.config.policy)
     else:
         agent = ModelPredictor(frozen.model)

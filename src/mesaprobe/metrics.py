@@ -26,6 +26,15 @@ Sequence prediction (``kind = "prediction"``):
 
 ``adaptation`` is the mean per-step regret over the first tenth of the episode minus
 the mean over the last tenth: positive when the agent improves within the episode.
+
+The commitment game (``kind = "commitment"``) is scored once per episode (a
+*per-episode* family: its probe tables hold step 1 only, and each episode metric is
+the step metric of the same name):
+
+* ``success``: 1 if the agent's y equals f(z), else 0 (mean: the success rate);
+* ``game_reward``: the reward, success minus the predictability penalty;
+* ``z_surprisal_bits``: -log2 of the empirical frequency of the episode's z among the
+  probe's episodes; its mean over episodes is the plug-in entropy of z (bits).
 """
 
 from __future__ import annotations
@@ -51,6 +60,20 @@ class MetricFamily:
     """Whether a larger value of each episode metric is better."""
     step_titles: tuple[str, str, str]
     """Axis titles of the step metrics, with units."""
+    per_episode: bool = False
+    """True: scored once per episode (step 1 only); the episode metrics are the step metrics."""
+
+    @property
+    def charts(self) -> dict[str, str]:
+        """Chart kind -> the metric it plots.  Step families: curves of the per-step and
+        cumulative regret and bars of the total; per-episode families: bars of each metric."""
+        if self.per_episode:
+            return {name: name for name in self.episode_metrics}
+        return {"regret": self.regret, "cumulative_regret": self.cumulative_regret, "total": self.total}
+
+    def is_curve(self, chart: str) -> bool:
+        """Whether a chart kind of this family is a curve over steps (else bars of an episode metric)."""
+        return not self.per_episode and chart != "total"
 
     @property
     def score(self) -> str:
@@ -89,11 +112,22 @@ PREDICTION_METRICS = MetricFamily(
     ),
 )
 
+COMMITMENT_METRICS = MetricFamily(
+    kind="commitment",
+    step_metrics=("success", "game_reward", "z_surprisal_bits"),
+    episode_metrics=("success", "game_reward", "z_surprisal_bits"),
+    higher_is_better=(True, True, True),
+    step_titles=("success (y = f(z))", "reward (success - penalty)", "surprisal of z (bits)"),
+    per_episode=True,
+)
+
 #: Every metric family, by environment kind.
-METRIC_FAMILIES = {family.kind: family for family in (BANDIT_METRICS, PREDICTION_METRICS)}
+METRIC_FAMILIES = {family.kind: family for family in (BANDIT_METRICS, PREDICTION_METRICS, COMMITMENT_METRICS)}
 
 #: Every per-step metric any probe writes.
-STEP_METRICS = tuple(name for family in METRIC_FAMILIES.values() for name in family.step_metrics)
+STEP_METRICS = tuple(
+    dict.fromkeys(name for family in METRIC_FAMILIES.values() for name in family.step_metrics)
+)
 
 #: Every episode metric of the summary tables.
 EPISODE_METRICS = tuple(
@@ -134,3 +168,18 @@ def prediction_step_metrics(probs: Tensor, bayes_probs: Tensor, tokens: Tensor) 
 def adaptation_window(horizon: int) -> int:
     """Number of steps at each end of an episode compared by ``adaptation`` (at least 1)."""
     return max(1, math.ceil(ADAPTATION_FRACTION * horizon))
+
+
+def surprisal_bits(codes: Tensor) -> Tensor:
+    """(E,) -log2 of each code's frequency among ``codes`` (E,); the mean is the plug-in entropy."""
+    _, inverse, counts = torch.unique(codes, return_inverse=True, return_counts=True)
+    return -torch.log2(counts[inverse].double() / codes.numel())
+
+
+def commitment_episode_metrics(success: Tensor, reward: Tensor, z: Tensor) -> dict[str, Tensor]:
+    """Commitment metrics (each (E, 1): one value per episode) from outcomes (E,) and z codes (E,)."""
+    return {
+        "success": success.double()[:, None],
+        "game_reward": reward.double()[:, None],
+        "z_surprisal_bits": surprisal_bits(z)[:, None],
+    }

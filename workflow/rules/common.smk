@@ -63,17 +63,11 @@ def chart_reports():
 
     Captions are workflow/report/<metric>.rst, e.g. regret.rst or regret_bits.rst.
     """
-    from mesaprobe.analysis.charts import CHARTS, chart_metric, chart_stem
+    from mesaprobe.analysis.charts import chart_stems
     from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.metrics import METRIC_FAMILIES
 
-    metric_of_stem = {}
-    for env in STUDY.environments:
-        kind = ENVIRONMENTS.get(env.family).kind
-        for probe in STUDY.probes:
-            for chart in CHARTS:
-                stem = chart_stem(chart, env.label, probe.label, kind)
-                metric_of_stem[stem] = chart_metric(chart, METRIC_FAMILIES[kind])
+    views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in STUDY.environments]
+    metric_of_stem = chart_stems(views, [probe.label for probe in STUDY.probes])
     entries = []
     for path in chart_outputs():
         if path.endswith(".html"):

@@ -2,8 +2,9 @@
 
 For every (environment, probe) of ``curve_bands.parquet`` and
 ``summary.parquet`` (written by :func:`mesaprobe.analysis.tables.collect`),
-:func:`make_charts` draws one chart of each kind in :data:`CHARTS`, with the metrics
-of the environment's metric family (:mod:`mesaprobe.metrics`):
+:func:`make_charts` draws one chart of each kind its metric family declares
+(:attr:`mesaprobe.metrics.MetricFamily.charts`; :data:`CHARTS` for bandits and
+sequence prediction):
 
 * ``regret``: per-step regret (bandits: ``regret``, expected; sequence prediction:
   ``regret_bits`` against the Bayes-optimal predictor), mean over seeds with its
@@ -12,6 +13,11 @@ of the environment's metric family (:mod:`mesaprobe.metrics`):
   ``cumulative_regret_bits``);
 * ``total``: the total per episode (``total_reward``, ``total_logloss_bits``), one
   bar per agent with its bootstrap interval, best first.
+
+A per-episode family (the commitment game) gets bars of each of its metrics
+(``success``, ``game_reward``, ``z_surprisal_bits``), and per probe one overview
+of its total across all its environments (``overview_<metric>_<probe>``): in a
+commitment study, success per function and noise, one bar per agent.
 
 A chart's file name is ``<metric>_<environment>_<probe>``, the plotted metric's name
 followed by environment and probe made safe for file names (:func:`chart_stem`),
@@ -40,7 +46,7 @@ from mesaprobe.artifacts import atomic_path, read_json
 from mesaprobe.errors import ArtifactError
 from mesaprobe.metrics import METRIC_FAMILIES, MetricFamily, family_of_metric
 
-#: Chart kinds drawn for every (environment, probe), in the order written.
+#: Chart kinds drawn for every (environment, probe) of a step family, in the order written.
 CHARTS = ("regret", "cumulative_regret", "total")
 
 #: File formats written for every chart.
@@ -54,12 +60,18 @@ CHART_TITLES = {
     "regret_bits": "Regret per step vs Bayes-optimal (bits)",
     "cumulative_regret_bits": "Cumulative regret vs Bayes-optimal (bits)",
     "total_logloss_bits": "Total log-loss per episode (bits)",
+    "success": "Success rate (y = f(z))",
+    "game_reward": "Reward per episode (success - predictability penalty)",
+    "z_surprisal_bits": "Entropy of z (bits, plug-in)",
 }
 
 #: X-axis title of each total bar chart, given the horizon the total is summed over.
 TOTAL_AXIS_TITLES = {
     "total_reward": "total reward per episode (expected, sum over {horizon} steps)",
     "total_logloss_bits": "total log-loss per episode (bits, sum over {horizon} steps)",
+    "success": "fraction of episodes with y = f(z)",
+    "game_reward": "reward per episode (success - predictability penalty)",
+    "z_surprisal_bits": "entropy of z over the probe's episodes (bits)",
 }
 
 # Line style per agent kind: architectures solid, baselines dashed.
@@ -79,11 +91,9 @@ def slugify(text: str) -> str:
 
 def chart_metric(chart: str, family: MetricFamily) -> str:
     """The metric a chart kind plots for one metric family, e.g. ``regret_bits``."""
-    if chart not in CHARTS:
-        raise ValueError(f"unknown chart {chart!r}; expected one of: {', '.join(CHARTS)}")
-    return {"regret": family.regret, "cumulative_regret": family.cumulative_regret, "total": family.total}[
-        chart
-    ]
+    if chart not in family.charts:
+        raise ValueError(f"unknown chart {chart!r}; expected one of: {', '.join(family.charts)}")
+    return family.charts[chart]
 
 
 def chart_stem(chart: str, environment: str, probe: str, kind: str) -> str:
@@ -99,18 +109,32 @@ def chart_stem(chart: str, environment: str, probe: str, kind: str) -> str:
     return "_".join([chart_metric(chart, METRIC_FAMILIES[kind]), slugify(environment), slugify(probe)])
 
 
-def chart_files(views: list[tuple[str, str]], probes: list[str]) -> list[str]:
-    """Every file :func:`make_charts` writes for these environments and probes (for workflows).
+def overview_stem(family: MetricFamily, probe: str) -> str:
+    """File name (without suffix) of a per-episode family's overview of one probe."""
+    return "_".join(["overview", family.total, slugify(probe)])
+
+
+def chart_stems(views: list[tuple[str, str]], probes: list[str]) -> dict[str, str]:
+    """Every chart :func:`make_charts` draws for these environments and probes: stem -> metric.
 
     ``views`` lists each environment as (label, kind), the kind selecting its metric family.
     """
-    return [
-        f"{chart_stem(chart, environment, probe, kind)}.{file_format}"
-        for environment, kind in views
-        for probe in probes
-        for chart in CHARTS
-        for file_format in CHART_FORMATS
-    ]
+    stems = {}
+    for environment, kind in views:
+        family = METRIC_FAMILIES[kind]
+        for probe in probes:
+            for chart, metric in family.charts.items():
+                stems[chart_stem(chart, environment, probe, kind)] = metric
+    for kind in dict.fromkeys(kind for _, kind in views):
+        if METRIC_FAMILIES[kind].per_episode:
+            for probe in probes:
+                stems[overview_stem(METRIC_FAMILIES[kind], probe)] = "overview"
+    return stems
+
+
+def chart_files(views: list[tuple[str, str]], probes: list[str]) -> list[str]:
+    """Every file :func:`make_charts` writes for these environments and probes (for workflows)."""
+    return [f"{stem}.{file_format}" for stem in chart_stems(views, probes) for file_format in CHART_FORMATS]
 
 
 def _count_text(counts: list[int]) -> str:
@@ -212,15 +236,21 @@ def curve_chart(
 
 
 def total_chart(
-    summary: pl.DataFrame, family: MetricFamily, horizon: int, agents: list[str], confidence: float
+    summary: pl.DataFrame,
+    family: MetricFamily,
+    horizon: int,
+    agents: list[str],
+    confidence: float,
+    metric: str | None = None,
 ) -> alt.LayerChart:
-    """Horizontal bars of the family's mean total per agent with bootstrap error bars, best first.
+    """Horizontal bars of an episode metric's mean per agent with bootstrap error bars, best first.
 
-    ``summary`` holds the summary rows of one (environment, probe);
-    ``horizon`` is the episode length the total is summed over.  Best is the largest
-    total where the family says higher is better (reward), else the smallest (log-loss).
+    ``summary`` holds the summary rows of one (environment, probe); ``metric`` is the
+    family's total unless given; ``horizon`` is the episode length the total is summed
+    over.  Best is the largest value where the family says higher is better (reward),
+    else the smallest (log-loss).
     """
-    metric = family.total
+    metric = metric or family.total
     rows = summary.filter(pl.col("metric") == metric).sort("agent")
     first = rows.row(0, named=True)
     data = rows.select("agent", "agent_kind", "mean", "ci_low", "ci_high")
@@ -257,6 +287,50 @@ def total_chart(
     )
     bar_height = max(_HEIGHT // 2, 24 * rows.height)
     return alt.layer(bars, error_bars).properties(width=_WIDTH, height=bar_height, title=title)
+
+
+def overview_chart(summary: pl.DataFrame, family: MetricFamily, agents: list[str], confidence: float):
+    """The family's total for every environment of one probe: one row of bars per environment.
+
+    ``summary`` holds the summary rows of one probe and one per-episode family.
+    """
+    metric = family.total
+    rows = summary.filter(pl.col("metric") == metric).sort("environment", "agent")
+    first = rows.row(0, named=True)
+    data = rows.select("environment", "agent", "agent_kind", "mean", "ci_low", "ci_high")
+    interval = f"{confidence:.0%} CI"
+    x_title = TOTAL_AXIS_TITLES[metric]
+    y = alt.Y("agent:N", sort=agents, title=None)
+    bars = (
+        alt.Chart()
+        .mark_bar()
+        .encode(
+            x=alt.X("mean:Q", title=x_title),
+            y=y,
+            color=_agent_color(agents, legend=True),
+            tooltip=[
+                alt.Tooltip("environment:N"),
+                alt.Tooltip("agent:N"),
+                alt.Tooltip("mean:Q", format=".3f"),
+                alt.Tooltip("ci_low:Q", format=".3f", title=f"{interval} low"),
+                alt.Tooltip("ci_high:Q", format=".3f", title=f"{interval} high"),
+            ],
+        )
+    )
+    error_bars = (
+        alt.Chart().mark_errorbar(ticks=True, color="black").encode(x="ci_low:Q", x2="ci_high:Q", y=y)
+    )
+    title = alt.TitleParams(
+        text=f"{CHART_TITLES[metric]} by environment, probe {first['probe']}",
+        subtitle=_subtitle(rows, confidence),
+        anchor="start",
+    )
+    return (
+        alt.layer(bars, error_bars, data=data)
+        .properties(width=_WIDTH // 2, height=16 * len(agents))
+        .facet(row=alt.Row("environment:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")))
+        .properties(title=title)
+    )
 
 
 def save_chart(chart: alt.TopLevelMixin, charts_dir: str | Path, stem: str) -> list[Path]:
@@ -318,7 +392,7 @@ def make_charts(tables_dir: str | Path, charts_dir: str | Path) -> list[Path]:
     for key, view_bands in bands.partition_by(views, as_dict=True, maintain_order=True).items():
         environment, probe = key
         family = _view_family(view_bands, key, tables_dir)
-        view_stems = {chart: chart_stem(chart, environment, probe, family.kind) for chart in CHARTS}
+        view_stems = {chart: chart_stem(chart, environment, probe, family.kind) for chart in family.charts}
         for stem in view_stems.values():
             if stems.setdefault(stem, key) != key:
                 raise ArtifactError(
@@ -327,11 +401,18 @@ def make_charts(tables_dir: str | Path, charts_dir: str | Path) -> list[Path]:
                 )
         view_summary = summary.filter((pl.col("environment") == environment) & (pl.col("probe") == probe))
         horizon = int(view_bands["step"].max())  # type: ignore[arg-type]
-        charts = {
-            "regret": curve_chart(view_bands, family.regret, agents, confidence),
-            "cumulative_regret": curve_chart(view_bands, family.cumulative_regret, agents, confidence),
-            "total": total_chart(view_summary, family, horizon, agents, confidence),
-        }
-        for chart, drawn in charts.items():
+        for chart, metric in family.charts.items():
+            if family.is_curve(chart):
+                drawn = curve_chart(view_bands, metric, agents, confidence)
+            else:
+                drawn = total_chart(view_summary, family, horizon, agents, confidence, metric=metric)
             written += save_chart(drawn, charts_dir, view_stems[chart])
+    for key, probe_bands in bands.partition_by("probe", as_dict=True, maintain_order=True).items():
+        probe = key[0]
+        families = {family_of_metric(name) for name in probe_bands["metric"].unique()}
+        for family in sorted((f for f in families if f.per_episode), key=lambda f: f.kind):
+            rows = summary.filter((pl.col("probe") == probe) & pl.col("metric").is_in(family.episode_metrics))
+            written += save_chart(
+                overview_chart(rows, family, agents, confidence), charts_dir, overview_stem(family, probe)
+            )
     return written

@@ -345,12 +345,16 @@ def bootstrap_generator(seed: int, episodes_per_seed: Sequence[int]) -> np.rando
 def episode_metric_values(step_values: np.ndarray, family: MetricFamily) -> np.ndarray:
     """Episode metrics (E, 3) from one family's step metrics (E, 3, T), both in family order.
 
+    A per-episode family (T = 1) keeps its values as they are.
+
     The total sums the score (step metric 0) over steps, the cumulative regret is the
     value of step metric 2 at the last step, and adaptation is the mean per-step
     regret (step metric 1) over the first ``adaptation_window(T)`` steps minus the
     mean over the last as many steps.
     """
     assert step_values.shape[1] == len(family.step_metrics), step_values.shape
+    if family.per_episode:
+        return step_values[:, :, 0]
     horizon = step_values.shape[2]
     window = adaptation_window(horizon)
     score, regret, cumulative_regret = (step_values[:, position] for position in range(3))  # (E, T) each

@@ -20,6 +20,7 @@ from mesaprobe.baselines.bandit import (
     UCB1Baseline,
 )
 from mesaprobe.baselines.bayes_optimal import BayesOptimalBaseline
+from mesaprobe.baselines.commitment import CommitDeterministic, CommitOptimal
 from mesaprobe.baselines.gittins import GittinsBaseline
 from mesaprobe.baselines.predictors import BayesOptimalPredictor, OraclePredictor
 from mesaprobe.registry import Registry
@@ -55,6 +56,8 @@ BASELINES.register("optimistic_thompson")(OptimisticThompsonBaseline)
 BASELINES.register("gittins")(GittinsBaseline)
 BASELINES.register("bayes_optimal")(BayesOptimal)
 BASELINES.register("oracle")(OraclePredictor)
+BASELINES.register("commit_optimal")(CommitOptimal)
+BASELINES.register("commit_deterministic")(CommitDeterministic)
 
 
 def build_baseline(name: str, config, environment) -> BanditBaseline:

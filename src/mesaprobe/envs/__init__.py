@@ -2,6 +2,7 @@
 
 from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit
+from mesaprobe.envs.commitment import Commitment
 from mesaprobe.envs.sequences import (
     IID,
     Drifting,
@@ -22,5 +23,6 @@ ENVIRONMENTS.register("switching")(Switching)
 ENVIRONMENTS.register("periodic")(Periodic)
 ENVIRONMENTS.register("vom")(VariableOrderMarkov)
 ENVIRONMENTS.register("drifting")(Drifting)
+ENVIRONMENTS.register("commitment")(Commitment)
 
 __all__ = ["ENVIRONMENTS", "Environment"]

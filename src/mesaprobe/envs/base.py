@@ -6,19 +6,27 @@ leading batch dimension, and ``reset``/``step`` return new state instead of
 mutating it.  All episodes of a batch move in lockstep, so the only Python loop is
 over time.
 
-Reinforcement-learning families (``kind = "bandit"``) provide::
+Reinforcement-learning families (``kind`` in :data:`ACTING_KINDS`: ``"bandit"``, and
+``"commitment"`` whose reward comes at the end of the episode) provide::
 
     sample_tasks(n, generator, device) -> tasks
     reset(tasks) -> (state, observation)              # observation: (B, observation_size)
     step(state, action, generator) -> (state, observation, reward, done)
     expected_reward(state, action) -> (B,)            # regret without sampling noise
     best_expected_reward(state) -> (B,)
-    transformed(transform) -> Environment             # out-of-distribution variant
+    transformed(transform) -> Environment             # out-of-distribution variant (bandits)
+
+An environment may declare its last ``private_size`` observation columns private:
+they reach the model's decision at the current step only, never the history a
+Transformer attends to (a recurrent model takes them as input like the rest).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
+
+#: Kinds of environment played by acting agents (trained with a2c/ppo); the others are predicted.
+ACTING_KINDS = ("bandit", "commitment")
 
 
 class Environment:
@@ -30,6 +38,8 @@ class Environment:
     Config: ClassVar[type]
     #: Filled in by the registry.
     registered_name: ClassVar[str]
+    #: Observation columns (the last ones) that are private to the current step.
+    private_size: int = 0
 
     def __init__(self, config):
         self.config = config

@@ -13,8 +13,10 @@ ARCHITECTURES.register("transformer")(Transformer)
 ARCHITECTURES.register("memoryless")(Memoryless)
 
 
-def build_model(family: str, config, input_size: int, output_size: int) -> SequenceModel:
-    return ARCHITECTURES.get(family)(config, input_size, output_size)
+def build_model(
+    family: str, config, input_size: int, output_size: int, private_size: int = 0
+) -> SequenceModel:
+    return ARCHITECTURES.get(family)(config, input_size, output_size, private_size)
 
 
 __all__ = ["ARCHITECTURES", "SequenceModel", "build_model"]

@@ -11,6 +11,11 @@ numerically (tests check every registered family):
 The state is reset by starting a new one at each episode boundary (all episodes of
 a batch are aligned).  ``forward(xs, return_hidden=True)`` also returns the hidden
 representations probes read: ``{name: (B, T, H)}``, one entry per layer.
+
+The last ``private_size`` input columns are *private*: the environment promises them
+to the current step only.  Recurrent and memoryless models read them like any
+input; the Transformer feeds them to its output head and never into the residual
+stream it attends over, so no later step can see them.
 """
 
 from __future__ import annotations
@@ -31,11 +36,14 @@ class SequenceModel(nn.Module):
     #: Filled in by the registry.
     registered_name: ClassVar[str]
 
-    def __init__(self, config: Any, input_size: int, output_size: int):
+    def __init__(self, config: Any, input_size: int, output_size: int, private_size: int = 0):
         super().__init__()
+        if not 0 <= private_size <= input_size:
+            raise ValueError(f"private_size {private_size} must be within the input size {input_size}")
         self.config = config
         self.input_size = input_size
         self.output_size = output_size
+        self.private_size = private_size
 
     def initial_state(self, batch: int, horizon: int, device: torch.device | str) -> Any:
         raise NotImplementedError

@@ -35,8 +35,8 @@ class Memoryless(SequenceModel):
     Config: ClassVar[type] = MemorylessConfig
     has_memory: ClassVar[bool] = False
 
-    def __init__(self, config: MemorylessConfig, input_size: int, output_size: int):
-        super().__init__(config, input_size, output_size)
+    def __init__(self, config: MemorylessConfig, input_size: int, output_size: int, private_size: int = 0):
+        super().__init__(config, input_size, output_size, private_size)
         sizes = [input_size] + [config.hidden] * config.layers
         self.layers = nn.ModuleList(nn.Linear(sizes[i], sizes[i + 1]) for i in range(config.layers))
         self.head = nn.Linear(config.hidden, output_size)

@@ -37,8 +37,8 @@ class Recurrent(SequenceModel):
     Config: ClassVar[type] = RecurrentConfig
     cell: ClassVar[type[nn.RNNBase]]
 
-    def __init__(self, config: RecurrentConfig, input_size: int, output_size: int):
-        super().__init__(config, input_size, output_size)
+    def __init__(self, config: RecurrentConfig, input_size: int, output_size: int, private_size: int = 0):
+        super().__init__(config, input_size, output_size, private_size)
         sizes = [input_size] + [config.hidden] * config.layers
         self.rnns = nn.ModuleList(
             self.cell(sizes[i], sizes[i + 1], batch_first=True) for i in range(config.layers)

@@ -6,6 +6,9 @@ position only), and an optional attention window: ``context: full`` attends to t
 whole episode so far, ``context: w`` to the last ``w`` steps including the current
 one (``w = 1``: no memory at all).
 
+Private inputs (the last ``private_size`` columns) bypass attention: they join the
+final residual stream in an MLP output head at their own step only.
+
 Acting uses a key/value cache.  With a window the cache is a ring buffer of ``w``
 slots: keys are rotated by their absolute position before they are cached, so the
 order of the slots does not matter to attention.
@@ -145,12 +148,32 @@ class Block(nn.Module):
 class Transformer(SequenceModel):
     Config: ClassVar[type] = TransformerConfig
 
-    def __init__(self, config: TransformerConfig, input_size: int, output_size: int):
-        super().__init__(config, input_size, output_size)
-        self.embed = nn.Linear(input_size, config.d_model)
+    def __init__(self, config: TransformerConfig, input_size: int, output_size: int, private_size: int = 0):
+        super().__init__(config, input_size, output_size, private_size)
+        self.embed = nn.Linear(input_size - private_size, config.d_model)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.norm = nn.LayerNorm(config.d_model)
-        self.head = nn.Linear(config.d_model, output_size)
+        if private_size:
+            # Private inputs meet the residual stream only here, after attention: an MLP
+            # head so that they can change the decision non-linearly.
+            self.head = nn.Sequential(
+                nn.Linear(config.d_model + private_size, config.d_model),
+                nn.GELU(),
+                nn.Linear(config.d_model, output_size),
+            )
+        else:
+            self.head = nn.Linear(config.d_model, output_size)
+
+    def split_private(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(public, private) columns of the inputs ``x`` (..., I); private is None when there are none."""
+        if not self.private_size:
+            return x, None
+        cut = x.shape[-1] - self.private_size
+        return x[..., :cut], x[..., cut:]
+
+    def output(self, h: Tensor, private: Tensor | None) -> Tensor:
+        h = self.norm(h)
+        return self.head(h if private is None else torch.cat([h, private], dim=-1))
 
     @property
     def has_memory(self) -> bool:  # type: ignore[override]
@@ -169,17 +192,19 @@ class Transformer(SequenceModel):
         capacity = state.keys[0].shape[2]
         if self.config.window is None and state.t >= capacity:
             raise ValueError(f"key/value cache holds {capacity} steps; start a longer one")
-        h = self.embed(x)  # (B, C)
+        public, private = self.split_private(x)
+        h = self.embed(public)  # (B, C)
         for block, keys, values in zip(self.blocks, state.keys, state.values, strict=True):
             h = block.step(h, keys, values, state.t)
         state.t += 1  # the cache tensors were written in place; only the clock moves
-        return state, self.head(self.norm(h))
+        return state, self.output(h, private)
 
     def forward(self, xs: Tensor, return_hidden: bool = False):
-        h = self.embed(xs)  # (B, T, C)
+        public, private = self.split_private(xs)
+        h = self.embed(public)  # (B, T, C)
         hidden = {"layer0": h}
         for i, block in enumerate(self.blocks):
             h = block(h)
             hidden[f"layer{i + 1}"] = h
-        ys = self.head(self.norm(h))
+        ys = self.output(h, private)
         return (ys, hidden) if return_hidden else ys

@@ -1,9 +1,11 @@
 """Probe kinds.  Adding one: a file here and one ``register`` line below."""
 
 from mesaprobe.probes.adaptation import AdaptationProbe
+from mesaprobe.probes.commitment import CommitmentProbe
 from mesaprobe.registry import Registry
 
 PROBES: Registry[type] = Registry("probe kind")
 PROBES.register("adaptation")(AdaptationProbe)
+PROBES.register("commitment")(CommitmentProbe)
 
 __all__ = ["PROBES"]

@@ -20,7 +20,7 @@ from mesaprobe.spec.study import Component, Study, settings_hash
 from mesaprobe.train.config import TrainingConfig
 
 #: Training algorithms that fit each kind of environment.
-ALGORITHMS_FOR_KIND = {"bandit": ("a2c", "ppo"), "prediction": ("predict",)}
+ALGORITHMS_FOR_KIND = {"bandit": ("a2c", "ppo"), "commitment": ("a2c", "ppo"), "prediction": ("predict",)}
 
 #: Training settings that change where or how often work happens, not what is learned.
 OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every")
