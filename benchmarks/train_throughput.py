@@ -19,8 +19,9 @@ import torch
 
 from mesaprobe.artifacts import provenance
 from mesaprobe.device import resolve_device, set_threads
+from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
-from mesaprobe.models import ARCHITECTURES, build_model
+from mesaprobe.models import ARCHITECTURES, SequenceModel, build_model
 from mesaprobe.seeding import make_generator
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, update
@@ -35,37 +36,61 @@ MODELS = {
 }
 
 
+def training_state(model: SequenceModel, config: TrainingConfig, device: torch.device) -> TrainingState:
+    """A fresh training state for ``model`` with the benchmarks' fixed generators."""
+    return TrainingState(
+        model,
+        torch.optim.Adam(model.parameters(), lr=config.lr),
+        make_generator("bench-tasks", device=device),
+        make_generator("bench-actions", device=device),
+    )
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_updates(
+    environment: Environment, state: TrainingState, config: TrainingConfig, updates: int, warmup: int
+) -> float:
+    """Seconds taken by ``updates`` whole updates (``mesaprobe.train.loop.update``) after ``warmup`` more."""
+    total = updates + warmup
+    for _ in range(warmup):
+        update(environment, state, config, total)
+    synchronize(state.model.device)
+    started = time.perf_counter()
+    for _ in range(updates):
+        update(environment, state, config, total)
+    synchronize(state.model.device)  # CUDA kernels run asynchronously: wait for the last one
+    return time.perf_counter() - started
+
+
 def measure(name: str, batch: int, device: torch.device, updates: int, warmup: int) -> dict:
+    """Env-steps/s of A2C training of model ``name`` on 2-armed uniform bandits with 100 pulls."""
     family, settings = MODELS[name]
     environment = BernoulliBandit(BernoulliBanditConfig(arms=2, horizon=100))
     config = TrainingConfig(batch=batch, env_steps=batch * 100 * (updates + warmup))
     model = build_model(
         family, ARCHITECTURES.get(family).Config(**settings), environment.observation_size, 3
     ).to(device)
-    state = TrainingState(
-        model,
-        torch.optim.Adam(model.parameters(), lr=config.lr),
-        make_generator("bench-tasks", device=device),
-        make_generator("bench-actions", device=device),
-    )
-    total = updates + warmup
-    for _ in range(warmup):
-        update(environment, state, config, total)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    started = time.perf_counter()
-    for _ in range(updates):
-        statistics = update(environment, state, config, total)
-    float(statistics["reward_per_step"])  # wait for the device
-    seconds = time.perf_counter() - started
+    seconds = time_updates(environment, training_state(model, config, device), config, updates, warmup)
     steps = updates * batch * environment.horizon
     return {
         "model": name,
+        "parameters": sum(parameter.numel() for parameter in model.parameters()),
         "batch": batch,
         "env_steps": steps,
         "seconds": seconds,
         "env_steps_per_second": steps / seconds,
     }
+
+
+def write_json(path: Path, rows: list[dict], device: torch.device, **extra) -> None:
+    """``rows`` with the thread count, ``extra`` fields and provenance (versions, host, commit)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"rows": rows, "threads": torch.get_num_threads(), **extra, **provenance(str(device))}
+    path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def main() -> None:
@@ -87,11 +112,7 @@ def main() -> None:
             row = measure(name, batch, device, arguments.updates, arguments.warmup)
             rows.append(row)
             print(f"{name:<20}{batch:>8}{row['env_steps_per_second']:>16,.0f}", flush=True)
-    arguments.json.parent.mkdir(parents=True, exist_ok=True)
-    arguments.json.write_text(
-        json.dumps({"rows": rows, "threads": torch.get_num_threads(), **provenance(str(device))}, indent=2)
-        + "\n"
-    )
+    write_json(arguments.json, rows, device)
 
 
 if __name__ == "__main__":
