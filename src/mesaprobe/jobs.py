@@ -19,12 +19,13 @@ from mesaprobe.artifacts import provenance, write_json
 from mesaprobe.device import resolve_device
 from mesaprobe.envs import ENVIRONMENTS, Environment
 from mesaprobe.envs.base import ACTING_KINDS
+from mesaprobe.envs.task_pool import TaskPool
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.frozen import freeze, load_frozen
 from mesaprobe.models import build_model
 from mesaprobe.probes import PROBES
 from mesaprobe.seeding import derive_seed, make_generator
-from mesaprobe.spec import Component, Plan, Run
+from mesaprobe.spec import Component, Plan, Run, settings_hash
 from mesaprobe.spec.plan import ProbeJob
 from mesaprobe.train.loop import TrainingState, load_checkpoint, mean_of_last, save_checkpoint, train
 
@@ -36,8 +37,37 @@ FROZEN_WEIGHTS = "frozen.safetensors"
 FROZEN_MANIFEST = "frozen.json"
 
 
-def make_environment(component: Component) -> Environment:
-    return ENVIRONMENTS.get(component.family)(component.config)
+def make_environment(component: Component, seed: int | None = None) -> Environment:
+    """The environment of a study block; with a ``task_pool`` and a seed, tasks come from that seed's pool.
+
+    The pool is named by (environment id, seed): every architecture trained at one seed
+    shares it, and each seed is an independent replicate (see :mod:`mesaprobe.envs.task_pool`).
+    """
+    environment = ENVIRONMENTS.get(component.family)(component.config)
+    if component.task_pool is None or seed is None:
+        return environment
+    return TaskPool(environment, component.task_pool, key=(component.id, seed))
+
+
+def probed_environment(probe_kind, environment: Component, seed: int) -> Environment:
+    """The environment a probe plays at ``seed``: fresh tasks from the prior, or the
+    run's training pool when the probe asks for ``tasks: pool`` (architectures and
+    baselines alike, so both face the same tasks)."""
+    pool = getattr(probe_kind.config, "tasks", "fresh") == "pool"
+    return probe_kind.environment(make_environment(environment, seed if pool else None))
+
+
+def heldout_id(probe: Component) -> str:
+    """The probe's name for its held-out task, luck and action streams.
+
+    Its id, except that settings its kind marks ``task_neutral`` are left out: every
+    window of one window probe then plays the same tasks with the same luck.
+    """
+    neutral = getattr(PROBES.get(probe.family), "task_neutral", ())
+    if not neutral:
+        return probe.id
+    resolved = {key: value for key, value in probe.resolved.items() if key not in neutral}
+    return f"{probe.name}-{settings_hash(resolved)}"
 
 
 def find_run(plan: Plan, run_id: str) -> Run:
@@ -77,7 +107,7 @@ def train_job(plan: Plan, run_id: str, results: Path, progress: bool = True) -> 
     """Train one run to ``runs/<run>/checkpoint.pt`` (resuming from ``partial.pt`` if present)."""
     run = find_run(plan, run_id)
     directory = results / run.directory
-    environment = make_environment(run.environment)
+    environment = make_environment(run.environment, run.seed)  # the pool's tasks, if it has one
     device = resolve_device(run.training.device)
     model = new_model(run, environment).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.training.lr)
@@ -208,7 +238,7 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
             frozen.manifest_path, f"belongs to run {frozen.manifest['run']!r}, not {run.id!r}"
         )
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
-    environment = probe_kind.environment(make_environment(run.environment))
+    environment = probed_environment(probe_kind, run.environment, run.seed)
     if environment.kind in ACTING_KINDS:
         agent = ModelAgent(frozen.model, environment.action_count, policy=job.probe.config.policy)
     else:
@@ -216,8 +246,8 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
     rows = probe_kind.run(
         agent,
         environment,
-        heldout_key=(run.environment.id, job.probe.id, run.seed),
-        agent_key=(run.id, job.probe.id),
+        heldout_key=(run.environment.id, heldout_id(job.probe), run.seed),
+        agent_key=(run.id, heldout_id(job.probe)),
         device=device,
     )
     frozen.check_unchanged()
@@ -244,13 +274,13 @@ def baseline_job(plan: Plan, environment: str, probe: str, baseline: str, seed: 
             f"{plan.study.file}: no baseline job ({environment}, {probe}, {baseline}, seed {seed}) in this study"
         )
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
-    env = probe_kind.environment(make_environment(job.environment))
+    env = probed_environment(probe_kind, job.environment, job.seed)
     agent = BASELINES.get(job.baseline.family)(job.baseline.config, env)
     rows = probe_kind.run(
         agent,
         env,
-        heldout_key=(job.environment.id, job.probe.id, job.seed),
-        agent_key=(job.baseline.id, job.probe.id),
+        heldout_key=(job.environment.id, heldout_id(job.probe), job.seed),
+        agent_key=(job.baseline.id, heldout_id(job.probe)),
         device="cpu",
     )
     columns = identifying_columns(

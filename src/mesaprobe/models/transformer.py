@@ -12,10 +12,16 @@ final residual stream in an MLP output head at their own step only.
 Acting uses a key/value cache.  With a window the cache is a ring buffer of ``w``
 slots: keys are rotated by their absolute position before they are cached, so the
 order of the slots does not matter to attention.
+
+A frozen model's window can be narrowed at probe time (the context-window ablation):
+inside ``with model.attention_window(w):`` it computes exactly what a Transformer
+built with ``context: w`` and the same weights computes; the weights are untouched.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -102,7 +108,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         positions = torch.arange(T, device=x.device)
         q, k, v = self.split_heads(x, positions)
-        if self.window is None:
+        if self.window is None or self.window >= T:  # a window as long as the sequence is no limit
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
             distance = positions[:, None] - positions[None, :]  # (T, T): query minus key
@@ -163,6 +169,8 @@ class Transformer(SequenceModel):
             )
         else:
             self.head = nn.Linear(config.d_model, output_size)
+        # Steps each position attends to (None: all); attention_window narrows it.
+        self.window = config.window
 
     def split_private(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
         """(public, private) columns of the inputs ``x`` (..., I); private is None when there are none."""
@@ -177,11 +185,32 @@ class Transformer(SequenceModel):
 
     @property
     def has_memory(self) -> bool:  # type: ignore[override]
-        return self.config.window != 1
+        return self.window != 1
+
+    @contextlib.contextmanager
+    def attention_window(self, window: int) -> Iterator[Transformer]:
+        """Attend to at most the last ``window`` steps (the current one included) while inside.
+
+        A model trained with a shorter window keeps its own.  Only the attention mask
+        and the size of new key/value caches change, never a weight; start the cache
+        (``initial_state``) inside the block too.
+        """
+        assert window >= 1, "a window holds at least the current step"
+        trained = self.window
+        self.set_window(window if trained is None else min(window, trained))
+        try:
+            yield self
+        finally:
+            self.set_window(trained)
+
+    def set_window(self, window: int | None) -> None:
+        self.window = window
+        for block in self.blocks:
+            block.attention.window = window
 
     def initial_state(self, batch: int, horizon: int, device: torch.device | str) -> KVCache:
         config = self.config
-        capacity = horizon if config.window is None else min(config.window, horizon)
+        capacity = horizon if self.window is None else min(self.window, horizon)
         shape = (batch, config.heads, capacity, config.d_model // config.heads)
         dtype = self.embed.weight.dtype
         keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in self.blocks]
@@ -190,7 +219,7 @@ class Transformer(SequenceModel):
 
     def step(self, state: KVCache, x: Tensor) -> tuple[KVCache, Tensor]:
         capacity = state.keys[0].shape[2]
-        if self.config.window is None and state.t >= capacity:
+        if self.window is None and state.t >= capacity:
             raise ValueError(f"key/value cache holds {capacity} steps; start a longer one")
         public, private = self.split_private(x)
         h = self.embed(public)  # (B, C)

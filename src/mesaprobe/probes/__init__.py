@@ -2,10 +2,12 @@
 
 from mesaprobe.probes.adaptation import AdaptationProbe
 from mesaprobe.probes.commitment import CommitmentProbe
+from mesaprobe.probes.window import WindowProbe
 from mesaprobe.registry import Registry
 
 PROBES: Registry[type] = Registry("probe kind")
 PROBES.register("adaptation")(AdaptationProbe)
 PROBES.register("commitment")(CommitmentProbe)
+PROBES.register("window")(WindowProbe)
 
 __all__ = ["PROBES"]

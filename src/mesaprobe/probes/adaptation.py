@@ -13,6 +13,13 @@ Held-out tasks come from a generator named by (environment, probe, seed), disjoi
 from every training stream, and shared by every agent evaluated at that seed, so
 architectures and baselines face the same tasks and the same reward luck (common
 random numbers); only each agent's own action sampling differs.
+
+Task location or task learning: with ``tasks: fresh`` (the default) the held-out tasks
+are new draws from the environment's prior; with ``tasks: pool`` they are drawn
+(uniformly, with replacement) from the finite pool the run was trained on (the
+environment's ``task_pool``, see :mod:`mesaprobe.envs.task_pool`).  A model that
+memorised its pool scores better on pool tasks than on fresh ones: the gap is the
+memorisation signal.
 """
 
 from __future__ import annotations
@@ -55,12 +62,32 @@ class AdaptationConfig:
     switch_at: float | None = None
     """Out of distribution (restless): after this fraction of the episode every arm
     probability is drawn afresh."""
+    tasks: Literal["fresh", "pool"] = "fresh"
+    """Which held-out tasks. fresh: new draws from the environment's prior. pool: draws
+    from the pool of tasks the run was trained on (the environment's task_pool, the same
+    pool for every architecture and baseline of one seed); without a task_pool the pool is
+    the whole prior, so pool tasks are fresh draws too. The gap between the two is the
+    memorisation signal. The exact Bayes-optimal baselines and the regret_bits reference
+    stay Bayes-optimal for the prior, not for the pool (a model that memorised a small pool
+    can beat them on it). Under a discrete prior (e.g. dependent_easy) fresh tasks can
+    equal pool tasks. pool cannot be combined with the out-of-distribution settings."""
+
+    #: Left out of probe ids at their default (see Component.resolved): results recorded
+    #: before the setting existed keep their ids and held-out tasks.
+    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("tasks",)
 
     def validate(self) -> None:
         for name in ("episodes", "batch"):
             if getattr(self, name) < 1:
                 raise SettingError(name, f"expected a positive integer, got {getattr(self, name)}")
         self.transform.validate()
+        if self.tasks == "pool" and self.transform != BanditTransform():
+            raise SettingError(
+                "tasks",
+                "tasks: pool replays the training tasks; out-of-distribution settings "
+                "(horizon_factor, prior_alpha, prior_beta, squeeze, permute_labels, switch_at) "
+                "draw other tasks, so use them with tasks: fresh",
+            )
 
     @property
     def transform(self) -> BanditTransform:
@@ -85,9 +112,15 @@ class AdaptationProbe:
         self.config = config
 
     def environment(self, trained: Environment) -> Environment:
-        """The environment this probe plays: the trained one, transformed as configured."""
+        """The environment this probe plays: the trained one, transformed as configured.
+
+        ``trained`` draws its tasks from the run's pool when this probe asks for
+        ``tasks: pool`` (see :func:`mesaprobe.jobs.probed_environment`), from the prior otherwise.
+        """
         config = self.config
         if trained.kind == "bandit":
+            if config.transform == BanditTransform():
+                return trained
             return trained.transformed(config.transform)
         bandit_only = [name for name in ("prior_alpha", "squeeze") if getattr(config, name) is not None]
         if bandit_only:

@@ -131,7 +131,8 @@ def build(cls: type[T], mapping: Any, *, key: str, file: str, drop: tuple[str, .
     """Build ``cls`` (a frozen dataclass) from ``mapping``; SpecError on any problem.
 
     ``key`` is the dotted path of ``mapping`` in the study file; ``drop`` names keys
-    that belong to the caller (``family``, ``kind``) and are not fields of ``cls``.
+    that belong to the caller (``family``, ``kind``, an environment's ``task_pool``) and
+    are not fields of ``cls`` (they are listed with the valid keys in errors).
     """
     if mapping is None:
         mapping = {}
@@ -144,7 +145,7 @@ def build(cls: type[T], mapping: Any, *, key: str, file: str, drop: tuple[str, .
         if name in drop:
             continue
         if name not in fields:
-            valid = ", ".join(sorted(fields)) or "(none)"
+            valid = ", ".join(sorted({*fields, *drop})) or "(none)"
             raise SpecError(file, join(key, str(name)), f"unknown setting; expected one of: {valid}")
         values[name] = coerce(value, hints[name], join(key, name), file)
     missing = [
@@ -172,18 +173,21 @@ def field_docs(cls: type) -> dict[str, str]:
     import inspect
     import textwrap
 
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
-    for statement, following in itertools.pairwise(body):
-        if (
-            isinstance(statement, ast.AnnAssign)
-            and isinstance(statement.target, ast.Name)
-            and isinstance(following, ast.Expr)
-            and isinstance(following.value, ast.Constant)
-            and isinstance(following.value.value, str)
-        ):
-            docs[statement.target.id] = " ".join(following.value.value.split())
+    for owner in reversed(cls.__mro__):  # a subclass's settings include its bases' (documented there)
+        if not dataclasses.is_dataclass(owner):
+            continue
+        tree = ast.parse(textwrap.dedent(inspect.getsource(owner)))
+        body = tree.body[0].body  # type: ignore[attr-defined]
+        for statement, following in itertools.pairwise(body):
+            if (
+                isinstance(statement, ast.AnnAssign)
+                and isinstance(statement.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+                and isinstance(following.value.value, str)
+            ):
+                docs[statement.target.id] = " ".join(following.value.value.split())
     return docs
 
 

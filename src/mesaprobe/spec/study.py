@@ -54,10 +54,21 @@ class Component:
     """Its family's frozen settings dataclass."""
     variant: str = ""
     """Grid values that apply to it, e.g. ``hidden=32`` (empty without a grid)."""
+    task_pool: int | None = None
+    """Environments only: training tasks come from a fixed pool of this many tasks (None:
+    a fresh task every episode); see :mod:`mesaprobe.envs.task_pool`."""
 
     @functools.cached_property
     def resolved(self) -> dict[str, Any]:
-        return {"family": self.family, **as_dict(self.config)}
+        settings = as_dict(self.config)
+        # Settings added after results were recorded leave ids (and so results) unchanged
+        # while they keep their default value.
+        defaults = {field.name: field.default for field in dataclasses.fields(self.config)}
+        for name in getattr(self.config, "id_neutral_defaults", ()):
+            if settings[name] == defaults[name]:
+                del settings[name]
+        pool = {} if self.task_pool is None else {"task_pool": self.task_pool}
+        return {"family": self.family, **settings, **pool}
 
     @property
     def label(self) -> str:
@@ -113,6 +124,24 @@ def read_yaml(path: Path) -> Any:
         raise SpecError(path, "", f"not valid YAML{where}: {' '.join(str(problem).split())}") from None
 
 
+def task_pool_setting(block: dict, key: str, path: Path) -> int | None:
+    """The ``task_pool`` of an environment block (``key`` is the block's path): 1 .. 2**20 or None."""
+    from mesaprobe.envs.task_pool import MAX_TASK_POOL
+
+    value = block.get("task_pool")
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if value is None or (type(value) is int and 1 <= value <= MAX_TASK_POOL):
+        return value
+    raise SpecError(path, f"{key}.task_pool", task_pool_problem(block.get("task_pool")))
+
+
+def task_pool_problem(value: Any) -> str:
+    from mesaprobe.envs.task_pool import MAX_TASK_POOL
+
+    return f"expected an integer from 1 to {MAX_TASK_POOL} or null, got {describe(value)}"
+
+
 def schema_error(path: Path, data: Any) -> SpecError | None:
     """The most relevant JSON-schema violation of ``data``, as one SpecError."""
     validator = jsonschema.Draft202012Validator(study_schema())
@@ -120,6 +149,9 @@ def schema_error(path: Path, data: Any) -> SpecError | None:
     if error is None:
         return None
     key = ".".join(str(part) for part in error.absolute_path)
+    where = list(error.absolute_path)
+    if len(where) == 3 and where[0] == "environments" and where[2] == "task_pool":
+        return SpecError(path, key, task_pool_problem(error.instance))  # as for grid values
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
@@ -224,7 +256,8 @@ def load_study(path: str | Path) -> Study:
             component = make_component(
                 PROBES, "kind", block, f"probes.{name}", name, path, variant(f"probes.{name}.")
             )
-            probes.setdefault(component.label, component)
+            for one in expand_probe(component, PROBES.get(component.family)):
+                probes.setdefault(one.label, one)
         training = build(TrainingConfig, expanded.get("training"), key="training", file=str(path))
         trainings.setdefault(variant("training."), (training, variant("training.")))
         raw_baselines = expanded.get("baselines") or []
@@ -256,9 +289,30 @@ def make_component(
         family_class = registry.get(block[selector])
     except UnknownName as error:
         raise SpecError(path, f"{key}.{selector}", str(error)) from None
-    drop = (selector, "training") if registry.axis == "architecture family" else (selector,)
+    drop = {
+        "architecture family": (selector, "training"),
+        "environment family": (selector, "task_pool"),
+    }.get(registry.axis, (selector,))
     config = build(family_class.Config, block, key=key, file=str(path), drop=drop)
-    return Component(name=name, family=block[selector], config=config, variant=variant)
+    task_pool = task_pool_setting(block, key, path) if registry.axis == "environment family" else None
+    return Component(name=name, family=block[selector], config=config, variant=variant, task_pool=task_pool)
+
+
+def expand_probe(component: Component, kind: type) -> list[Component]:
+    """A probe, or one probe per value of a list setting its kind expands (``window``: one per w).
+
+    ``kind.expand(config)`` returns (label suffix, settings) pairs, e.g. ``("w=4", ...)``;
+    the suffix joins the probe's grid values, so tables and charts tell the parts apart.
+    """
+    expand = getattr(kind, "expand", None)
+    if expand is None:
+        return [component]
+    return [
+        dataclasses.replace(
+            component, config=config, variant=",".join(filter(None, [component.variant, suffix]))
+        )
+        for suffix, config in expand(component.config)
+    ]
 
 
 def select(study: Study, **names: str | list[str] | None) -> Study:
