@@ -234,4 +234,4 @@ def test_a_commitment_study_runs_every_job(tmp_path) -> None:
     files = make_charts(results / "tables", results / "charts")
     expected = chart_files([("private", "commitment"), ("history", "commitment")], ["sampled"])
     assert sorted(path.name for path in files) == sorted(expected)
-    assert "overview_success_sampled.html" in expected
+    assert "overview_commitment_sampled.html" in expected

@@ -16,8 +16,8 @@ sequence prediction):
 
 A per-episode family (the commitment game) gets bars of each of its metrics
 (``success``, ``game_reward``, ``z_surprisal_bits``), and per probe one overview
-of its total across all its environments (``overview_<metric>_<probe>``): in a
-commitment study, success per function and noise, one bar per agent.
+of all its metrics across all its environments (``overview_<kind>_<probe>``): in a
+commitment study, success, reward and entropy of z per function and noise.
 
 A chart's file name is ``<metric>_<environment>_<probe>``, the plotted metric's name
 followed by environment and probe made safe for file names (:func:`chart_stem`),
@@ -111,7 +111,7 @@ def chart_stem(chart: str, environment: str, probe: str, kind: str) -> str:
 
 def overview_stem(family: MetricFamily, probe: str) -> str:
     """File name (without suffix) of a per-episode family's overview of one probe."""
-    return "_".join(["overview", family.total, slugify(probe)])
+    return "_".join(["overview", family.kind, slugify(probe)])
 
 
 def chart_stems(views: list[tuple[str, str]], probes: list[str]) -> dict[str, str]:
@@ -290,26 +290,28 @@ def total_chart(
 
 
 def overview_chart(summary: pl.DataFrame, family: MetricFamily, agents: list[str], confidence: float):
-    """The family's total for every environment of one probe: one row of bars per environment.
+    """Every episode metric of a per-episode family for every environment of one probe.
 
-    ``summary`` holds the summary rows of one probe and one per-episode family.
+    One row of panels per environment, one column per metric (each with its own x
+    scale), one bar per agent with its bootstrap interval.  ``summary`` holds the
+    summary rows of one probe and one per-episode family.
     """
-    metric = family.total
-    rows = summary.filter(pl.col("metric") == metric).sort("environment", "agent")
+    rows = summary.filter(pl.col("metric").is_in(family.episode_metrics)).sort("environment", "agent")
     first = rows.row(0, named=True)
-    data = rows.select("environment", "agent", "agent_kind", "mean", "ci_low", "ci_high")
+    data = rows.select("environment", "metric", "agent", "agent_kind", "mean", "ci_low", "ci_high")
     interval = f"{confidence:.0%} CI"
-    x_title = TOTAL_AXIS_TITLES[metric]
     y = alt.Y("agent:N", sort=agents, title=None)
+    x = alt.X("mean:Q", title=None)
     bars = (
         alt.Chart()
         .mark_bar()
         .encode(
-            x=alt.X("mean:Q", title=x_title),
+            x=x,
             y=y,
             color=_agent_color(agents, legend=True),
             tooltip=[
                 alt.Tooltip("environment:N"),
+                alt.Tooltip("metric:N"),
                 alt.Tooltip("agent:N"),
                 alt.Tooltip("mean:Q", format=".3f"),
                 alt.Tooltip("ci_low:Q", format=".3f", title=f"{interval} low"),
@@ -318,17 +320,25 @@ def overview_chart(summary: pl.DataFrame, family: MetricFamily, agents: list[str
         )
     )
     error_bars = (
-        alt.Chart().mark_errorbar(ticks=True, color="black").encode(x="ci_low:Q", x2="ci_high:Q", y=y)
+        alt.Chart()
+        .mark_errorbar(ticks=True, color="black")
+        .encode(x=alt.X("ci_low:Q", title=None), x2="ci_high:Q", y=y)
     )
+    metric_order = list(family.episode_metrics)
     title = alt.TitleParams(
-        text=f"{CHART_TITLES[metric]} by environment, probe {first['probe']}",
-        subtitle=_subtitle(rows, confidence),
+        text=f"Every {family.kind} environment, probe {first['probe']}: "
+        + ", ".join(CHART_TITLES[metric].split(" (")[0].lower() for metric in metric_order),
+        subtitle=_subtitle(rows.filter(pl.col("metric") == family.total), confidence),
         anchor="start",
     )
     return (
         alt.layer(bars, error_bars, data=data)
-        .properties(width=_WIDTH // 2, height=16 * len(agents))
-        .facet(row=alt.Row("environment:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")))
+        .properties(width=_WIDTH // 3, height=14 * len(agents))
+        .facet(
+            row=alt.Row("environment:N", title=None, header=alt.Header(labelAngle=0, labelAlign="left")),
+            column=alt.Column("metric:N", title=None, sort=metric_order),
+        )
+        .resolve_scale(x="independent")
         .properties(title=title)
     )
 
