@@ -358,8 +358,9 @@ def test_predictors_and_logloss():
     assert torch.allclose(
         logloss_bits(probs, torch.tensor([[0, 0]])), torch.tensor([[1.0, 2.0]], dtype=torch.float64)
     )
+    assert BayesOptimalPredictor.serves == ("prediction",)
+    assert OraclePredictor.serves == ("prediction", "regression")
     for cls in (BayesOptimalPredictor, OraclePredictor):
-        assert cls.serves == ("prediction",)
         with pytest.raises(ValueError, match="prediction"):
             cls(cls.Config(), BernoulliBandit(BernoulliBanditConfig()))
 

@@ -59,6 +59,7 @@ FAMILIES = {
     "switching": {"horizon": 6},
     "drifting": {"horizon": 6},
     "periodic": {"horizon": 6},
+    "linear_regression": {"dimension": 3, "horizon": 6},
 }
 
 

@@ -1,7 +1,9 @@
 """Agents: anything that acts in a bandit-like environment, one step at a time.
 
 (Predictors, which only predict tokens of prediction environments, have
-``predict(environment, tasks, tokens) -> probs``; :class:`ModelPredictor` wraps a model.)
+``predict(environment, tasks, tokens) -> probs``; :class:`ModelPredictor` wraps a model.
+Regressors predict the targets of regression environments the same way,
+``predict(environment, tasks, examples) -> predictions``; :class:`ModelRegressor`.)
 
 An agent has ``initial_state(batch, horizon, device)`` and
 ``act(state, observation, generator) -> (state, action)``.  A trained sequence model
@@ -60,3 +62,11 @@ class ModelPredictor:
         """(B, T, K) float64 probabilities of each token given the tokens before it."""
         logits = self.model(environment.observation(tokens))  # (B, T, K)
         return torch.softmax(logits.double(), dim=-1)
+
+
+class ModelRegressor(ModelPredictor):
+    """A sequence model predicting every target of whole regression episodes (its one output)."""
+
+    def predict(self, environment, tasks, examples) -> Tensor:
+        """(B, K) float64 prediction of each target y_k from x_1..x_k and y_1..y_(k-1)."""
+        return self.model(environment.observation(examples))[..., 0].double()

@@ -14,7 +14,7 @@ from typing import Any
 import polars as pl
 import torch
 
-from mesaprobe.agents import ModelAgent, ModelPredictor
+from mesaprobe.agents import ModelAgent, ModelPredictor, ModelRegressor
 from mesaprobe.artifacts import provenance, write_json
 from mesaprobe.device import resolve_device
 from mesaprobe.envs import ENVIRONMENTS, Environment
@@ -81,7 +81,10 @@ def find_run(plan: Plan, run_id: str) -> Run:
 
 
 def output_size(environment: Environment) -> int:
-    """Model outputs: policy logits and a value (acting kinds), or next-token logits (prediction)."""
+    """Model outputs: policy logits and a value (acting kinds), next-token logits (prediction),
+    or the predicted target (regression)."""
+    if environment.kind == "regression":
+        return 1
     return environment.action_count + 1 if environment.kind in ACTING_KINDS else environment.symbols
 
 
@@ -241,6 +244,8 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
     environment = probed_environment(probe_kind, run.environment, run.seed)
     if environment.kind in ACTING_KINDS:
         agent = ModelAgent(frozen.model, environment.action_count, policy=job.probe.config.policy)
+    elif environment.kind == "regression":
+        agent = ModelRegressor(frozen.model)
     else:
         agent = ModelPredictor(frozen.model)
     rows = probe_kind.run(
@@ -275,7 +280,14 @@ def baseline_job(plan: Plan, environment: str, probe: str, baseline: str, seed: 
         )
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
     env = probed_environment(probe_kind, job.environment, job.seed)
-    agent = BASELINES.get(job.baseline.family)(job.baseline.config, env)
+    baseline_class = BASELINES.get(job.baseline.family)
+    if getattr(baseline_class, "needs_task_pool", False):
+        # dmmse: the Bayes predictor of the pool the architectures of this seed trained on,
+        # whichever tasks the probe plays (the plan skips it where there is no pool).
+        pool = make_environment(job.environment, job.seed).pool()
+        agent = baseline_class(job.baseline.config, env, pool=pool)
+    else:
+        agent = baseline_class(job.baseline.config, env)
     rows = probe_kind.run(
         agent,
         env,

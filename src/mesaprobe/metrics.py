@@ -24,6 +24,17 @@ Sequence prediction (``kind = "prediction"``):
 * episode metrics ``total_logloss_bits``, ``cumulative_regret_bits`` (at the last
   step) and ``adaptation``.
 
+In-context linear regression (``kind = "regression"``):
+
+* ``mse_per_dim``: the squared error of the prediction of the target, (y_hat - y)^2 / D
+  (D the input dimension; Raventós et al. 2023 report MSE / D);
+* ``regret_mse``: mse_per_dim minus ridge's on the same examples (ridge with the noise
+  variance as penalty is the exact Bayes predictor for the Gaussian prior; zero for
+  ``ridge``; ``dmmse`` on its own pool's tasks and the oracle can go below zero);
+* ``cumulative_regret_mse``: regret_mse summed from the first step to this one;
+* episode metrics ``total_mse_per_dim``, ``cumulative_regret_mse`` (at the last step)
+  and ``adaptation``.
+
 ``adaptation`` is the mean per-step regret over the first tenth of the episode minus
 the mean over the last tenth: positive when the agent improves within the episode.
 
@@ -112,6 +123,18 @@ PREDICTION_METRICS = MetricFamily(
     ),
 )
 
+REGRESSION_METRICS = MetricFamily(
+    kind="regression",
+    step_metrics=("mse_per_dim", "regret_mse", "cumulative_regret_mse"),
+    episode_metrics=("total_mse_per_dim", "cumulative_regret_mse", "adaptation"),
+    higher_is_better=(False, False, True),
+    step_titles=(
+        "squared error per step / D",
+        "regret per step vs ridge (squared error / D)",
+        "cumulative regret vs ridge (squared error / D)",
+    ),
+)
+
 COMMITMENT_METRICS = MetricFamily(
     kind="commitment",
     step_metrics=("success", "game_reward", "z_surprisal_bits"),
@@ -122,7 +145,10 @@ COMMITMENT_METRICS = MetricFamily(
 )
 
 #: Every metric family, by environment kind.
-METRIC_FAMILIES = {family.kind: family for family in (BANDIT_METRICS, PREDICTION_METRICS, COMMITMENT_METRICS)}
+METRIC_FAMILIES = {
+    family.kind: family
+    for family in (BANDIT_METRICS, PREDICTION_METRICS, REGRESSION_METRICS, COMMITMENT_METRICS)
+}
 
 #: Every per-step metric any probe writes.
 STEP_METRICS = tuple(
@@ -163,6 +189,16 @@ def prediction_step_metrics(probs: Tensor, bayes_probs: Tensor, tokens: Tensor) 
     loss = logloss_bits(probs.double(), tokens)
     regret = loss - logloss_bits(bayes_probs.double(), tokens)
     return {"logloss_bits": loss, "regret_bits": regret, "cumulative_regret_bits": regret.cumsum(dim=1)}
+
+
+def regression_step_metrics(
+    predictions: Tensor, ridge_predictions: Tensor, targets: Tensor, dimension: int
+) -> dict[str, Tensor]:
+    """Regression per-step metrics (each (B, K)) of ``predictions`` (B, K) against ridge's, for targets (B, K)."""
+    targets = targets.double()
+    error = (predictions.double() - targets).pow(2) / dimension
+    regret = error - (ridge_predictions.double() - targets).pow(2) / dimension
+    return {"mse_per_dim": error, "regret_mse": regret, "cumulative_regret_mse": regret.cumsum(dim=1)}
 
 
 def adaptation_window(horizon: int) -> int:

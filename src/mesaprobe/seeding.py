@@ -35,6 +35,19 @@ def fixed_permutation(size: int, *parts: object) -> torch.Tensor:
     return permutation
 
 
+def fixed_orthogonal(size: int, *parts: object) -> torch.Tensor:
+    """A fixed random orthogonal matrix (size, size), float64, uniform (Haar) over rotations and
+    reflections, named by ``parts``.
+
+    Out-of-distribution probes turn regression inputs with it (Kirsch et al. 2022), so every
+    agent and every run sees the same projection.
+    """
+    generator = torch.Generator().manual_seed(derive_seed(*parts, size))
+    gaussian = torch.randn((size, size), generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    return q * torch.sign(torch.diagonal(r))[None, :]  # fix the column signs: Haar, not biased by QR
+
+
 def make_generator(*parts: object, device: torch.device | str = "cpu") -> torch.Generator:
     """A fresh generator on ``device`` seeded by :func:`derive_seed` of ``parts``."""
     generator = torch.Generator(device=device)

@@ -7,11 +7,13 @@ For every (environment, probe) of ``curve_bands.parquet`` and
 sequence prediction):
 
 * ``regret``: per-step regret (bandits: ``regret``, expected; sequence prediction:
-  ``regret_bits`` against the Bayes-optimal predictor), mean over seeds with its
+  ``regret_bits`` against the Bayes-optimal predictor; regression: ``regret_mse``
+  against ridge), mean over seeds with its
   bootstrap band, one line per agent (architectures solid, baselines dashed);
 * ``cumulative_regret``: the same for cumulative regret (``cumulative_regret``,
-  ``cumulative_regret_bits``);
-* ``total``: the total per episode (``total_reward``, ``total_logloss_bits``), one
+  ``cumulative_regret_bits``, ``cumulative_regret_mse``);
+* ``total``: the total per episode (``total_reward``, ``total_logloss_bits``,
+  ``total_mse_per_dim``), one
   bar per agent with its bootstrap interval, best first.
 
 A per-episode family (the commitment game) gets bars of each of its metrics
@@ -60,6 +62,9 @@ CHART_TITLES = {
     "regret_bits": "Regret per step vs Bayes-optimal (bits)",
     "cumulative_regret_bits": "Cumulative regret vs Bayes-optimal (bits)",
     "total_logloss_bits": "Total log-loss per episode (bits)",
+    "regret_mse": "Regret per step vs ridge (squared error / D)",
+    "cumulative_regret_mse": "Cumulative regret vs ridge (squared error / D)",
+    "total_mse_per_dim": "Total squared error / D per episode",
     "success": "Success rate (y = f(z))",
     "game_reward": "Reward per episode (success - predictability penalty)",
     "z_surprisal_bits": "Entropy of z (bits, plug-in)",
@@ -69,6 +74,7 @@ CHART_TITLES = {
 TOTAL_AXIS_TITLES = {
     "total_reward": "total reward per episode (expected, sum over {horizon} steps)",
     "total_logloss_bits": "total log-loss per episode (bits, sum over {horizon} steps)",
+    "total_mse_per_dim": "total squared error / D per episode (sum over {horizon} examples)",
     "success": "fraction of episodes with y = f(z)",
     "game_reward": "reward per episode (success - predictability penalty)",
     "z_surprisal_bits": "entropy of z over the probe's episodes (bits)",

@@ -1,7 +1,8 @@
 """Baselines: policies that are not trained.  Adding one: a class and one ``register`` line.
 
 Bandit baselines are agents; prediction baselines (``bayes_optimal``, ``oracle``) have
-``predict(environment, tasks, tokens) -> probs`` instead.  Each baseline class carries a frozen ``Config`` dataclass (its settings), a
+``predict(environment, tasks, tokens) -> probs`` instead, and regression baselines
+(``ridge``, ``dmmse``, ``oracle``) ``predict(environment, tasks, examples) -> predictions``.  Each baseline class carries a frozen ``Config`` dataclass (its settings), a
 ``serves`` tuple naming the environment kinds it plays, and is built as
 ``cls(config, environment)``; the result is an agent with ``initial_state`` and
 ``act``, played by :func:`mesaprobe.train.rollout.play` like a frozen model.
@@ -23,6 +24,7 @@ from mesaprobe.baselines.bayes_optimal import BayesOptimalBaseline
 from mesaprobe.baselines.commitment import CommitDeterministic, CommitOptimal
 from mesaprobe.baselines.gittins import GittinsBaseline
 from mesaprobe.baselines.predictors import BayesOptimalPredictor, OraclePredictor
+from mesaprobe.baselines.regression import DiscreteMMSEPredictor, RidgePredictor
 from mesaprobe.registry import Registry
 
 
@@ -58,6 +60,8 @@ BASELINES.register("bayes_optimal")(BayesOptimal)
 BASELINES.register("oracle")(OraclePredictor)
 BASELINES.register("commit_optimal")(CommitOptimal)
 BASELINES.register("commit_deterministic")(CommitDeterministic)
+BASELINES.register("ridge")(RidgePredictor)
+BASELINES.register("dmmse")(DiscreteMMSEPredictor)
 
 
 def build_baseline(name: str, config, environment) -> BanditBaseline:

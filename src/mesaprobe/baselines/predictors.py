@@ -9,7 +9,9 @@ two measures how much of the learnable structure it picks up in context.
 
 Each predictor is built as ``cls(config, environment)`` like the bandit baselines and
 answers ``predict(environment, tasks, tokens) -> (B, T, K)`` probabilities of token t
-given tokens < t; :func:`logloss_bits` scores them.
+given tokens < t; :func:`logloss_bits` scores them.  ``oracle`` also serves regression
+environments, where it predicts w . x_k with the true w (the noise floor; the exact
+regression references are in :mod:`mesaprobe.baselines.regression`).
 """
 
 from __future__ import annotations
@@ -75,9 +77,10 @@ class BayesOptimalPredictor(PredictionBaseline):
 
 
 class OraclePredictor(PredictionBaseline):
-    """Predictive given the true task of each episode."""
+    """Predictive given the true task of each episode (regression: w . x_k with the true w)."""
 
     Config: ClassVar[type] = OracleConfig
+    serves: ClassVar[tuple[str, ...]] = ("prediction", "regression")
 
     def predict(self, environment, tasks, tokens: Tensor) -> Tensor:
         self.check(environment)

@@ -3,6 +3,7 @@
 from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit
 from mesaprobe.envs.commitment import Commitment
+from mesaprobe.envs.linear_regression import LinearRegression
 from mesaprobe.envs.sequences import (
     IID,
     Drifting,
@@ -24,5 +25,6 @@ ENVIRONMENTS.register("periodic")(Periodic)
 ENVIRONMENTS.register("vom")(VariableOrderMarkov)
 ENVIRONMENTS.register("drifting")(Drifting)
 ENVIRONMENTS.register("commitment")(Commitment)
+ENVIRONMENTS.register("linear_regression")(LinearRegression)
 
 __all__ = ["ENVIRONMENTS", "Environment"]

@@ -16,6 +16,10 @@ Reinforcement-learning families (``kind`` in :data:`ACTING_KINDS`: ``"bandit"``,
     best_expected_reward(state) -> (B,)
     transformed(transform) -> Environment             # out-of-distribution variant (bandits)
 
+The other kinds are predicted, not played: ``"prediction"`` (next-token families, see
+:mod:`mesaprobe.envs.sequences.base`) and ``"regression"`` (in-context linear regression,
+see :mod:`mesaprobe.envs.linear_regression`).
+
 An environment may declare its last ``private_size`` observation columns private:
 they reach the model's decision at the current step only, never the history a
 Transformer attends to (a recurrent model takes them as input like the rest).

@@ -4,10 +4,14 @@ Bandits: the agent acts step by step; metrics expected_reward, regret, cumulativ
 Sequence prediction: the model predicts every token of held-out sequences; metrics
 logloss_bits, regret_bits (against the exact Bayes predictor on the same tokens) and
 cumulative_regret_bits (see :mod:`mesaprobe.metrics`).
+In-context regression: the model predicts every target of held-out episodes; metrics
+mse_per_dim, regret_mse (against ridge, the exact Bayes predictor, on the same examples)
+and cumulative_regret_mse.
 
 Its out-of-distribution settings (longer episodes, shifted or squeezed prior, permuted
-arm labels, a mid-episode switch) transform the environment the agent was trained on;
-baselines play the same transformed tasks.
+arm labels, a mid-episode switch; for regression, inputs turned by a fixed random
+orthogonal matrix) transform the environment the agent was trained on; baselines play
+the same transformed tasks.
 
 Held-out tasks come from a generator named by (environment, probe, seed), disjoint
 from every training stream, and shared by every agent evaluated at that seed, so
@@ -32,9 +36,10 @@ import torch
 
 from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BanditTransform
+from mesaprobe.envs.linear_regression import ProjectedRegression
 from mesaprobe.envs.prediction_transform import TransformedPrediction
 from mesaprobe.errors import UserError
-from mesaprobe.metrics import bandit_step_metrics, prediction_step_metrics
+from mesaprobe.metrics import bandit_step_metrics, prediction_step_metrics, regression_step_metrics
 from mesaprobe.seeding import make_generator
 from mesaprobe.spec.settings import SettingError
 from mesaprobe.train.rollout import play
@@ -62,6 +67,13 @@ class AdaptationConfig:
     switch_at: float | None = None
     """Out of distribution (restless): after this fraction of the episode every arm
     probability is drawn afresh."""
+    project_inputs: bool = False
+    """Out of distribution, regression only (Kirsch et al. 2022): every input x of the probed
+    tasks is shown as Q x for one fixed random orthogonal matrix Q (the same for every agent
+    and run), so a task w appears as Q w. Ridge stays exact (the prior is rotation invariant),
+    and so fresh tasks keep their distribution: the control. With tasks: pool (the one
+    out-of-distribution setting that combines with it) the pool's tasks appear in coordinates
+    never trained on: a model that located memorised tasks loses its edge on them."""
     tasks: Literal["fresh", "pool"] = "fresh"
     """Which held-out tasks. fresh: new draws from the environment's prior. pool: draws
     from the pool of tasks the run was trained on (the environment's task_pool, the same
@@ -69,12 +81,13 @@ class AdaptationConfig:
     the whole prior, so pool tasks are fresh draws too. The gap between the two is the
     memorisation signal. The exact Bayes-optimal baselines and the regret_bits reference
     stay Bayes-optimal for the prior, not for the pool (a model that memorised a small pool
-    can beat them on it). Under a discrete prior (e.g. dependent_easy) fresh tasks can
-    equal pool tasks. pool cannot be combined with the out-of-distribution settings."""
+    can beat them on it; dmmse is the pool's Bayes predictor for regression). Under a discrete
+    prior (e.g. dependent_easy) fresh tasks can equal pool tasks. pool cannot be combined with
+    the out-of-distribution settings other than project_inputs."""
 
     #: Left out of probe ids at their default (see Component.resolved): results recorded
     #: before the setting existed keep their ids and held-out tasks.
-    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("tasks",)
+    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("tasks", "project_inputs")
 
     def validate(self) -> None:
         for name in ("episodes", "batch"):
@@ -106,7 +119,7 @@ class AdaptationProbe:
     """Per-step expected reward, regret and cumulative regret on held-out tasks."""
 
     Config: ClassVar[type] = AdaptationConfig
-    serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction")
+    serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction", "regression")
 
     def __init__(self, config: AdaptationConfig):
         self.config = config
@@ -118,6 +131,15 @@ class AdaptationProbe:
         ``tasks: pool`` (see :func:`mesaprobe.jobs.probed_environment`), from the prior otherwise.
         """
         config = self.config
+        if trained.kind == "regression":
+            if config.transform != BanditTransform():
+                raise UserError(
+                    "probe settings horizon_factor, prior_alpha, prior_beta, squeeze, permute_labels and "
+                    "switch_at do not apply to regression environments; project_inputs does"
+                )
+            return ProjectedRegression(trained) if config.project_inputs else trained
+        if config.project_inputs:
+            raise UserError("probe setting project_inputs applies to regression environments only")
         if trained.kind == "bandit":
             if config.transform == BanditTransform():
                 return trained
@@ -155,6 +177,13 @@ class AdaptationProbe:
                     tokens = environment.sample(tasks, luck_generator)  # (B, T)
                     probs = agent.predict(environment, tasks, tokens)
                     metrics = prediction_step_metrics(probs, environment.bayes_predict(tokens), tokens)
+                elif environment.kind == "regression":
+                    examples = environment.sample(tasks, luck_generator)  # inputs (B, K, D), targets (B, K)
+                    predictions = agent.predict(environment, tasks, examples)  # (B, K)
+                    ridge = environment.bayes_predict(examples)
+                    metrics = regression_step_metrics(
+                        predictions, ridge, examples.targets, environment.dimension
+                    )
                 else:
                     trajectory = play(environment, tasks, agent, luck_generator, action_generator)
                     metrics = bandit_step_metrics(

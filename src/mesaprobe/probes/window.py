@@ -51,7 +51,7 @@ class WindowProbe(AdaptationProbe):
     """The adaptation probe's metrics with the model's memory restricted to the last w steps."""
 
     Config: ClassVar[type] = WindowConfig
-    serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction")
+    serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction", "regression")
     #: Settings that do not change the held-out tasks: every window plays the same ones.
     task_neutral: ClassVar[tuple[str, ...]] = ("windows",)
 

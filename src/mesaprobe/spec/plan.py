@@ -20,7 +20,12 @@ from mesaprobe.spec.study import Component, Study, settings_hash
 from mesaprobe.train.config import TrainingConfig
 
 #: Training algorithms that fit each kind of environment.
-ALGORITHMS_FOR_KIND = {"bandit": ("a2c", "ppo"), "commitment": ("a2c", "ppo"), "prediction": ("predict",)}
+ALGORITHMS_FOR_KIND = {
+    "bandit": ("a2c", "ppo"),
+    "commitment": ("a2c", "ppo"),
+    "prediction": ("predict",),
+    "regression": ("regress",),
+}
 
 #: Training settings that change where or how often work happens, not what is learned.
 OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every")
@@ -105,7 +110,8 @@ class BaselineJob:
 
 @dataclass(frozen=True)
 class SkippedBaseline:
-    """A baseline that cannot play one environment and probe (e.g. an exact DP too large)."""
+    """A baseline that cannot play one environment and probe (e.g. an exact DP too large, or
+    dmmse, the Bayes predictor of a finite task pool, on an environment without a task_pool)."""
 
     environment: str
     probe: str
@@ -227,6 +233,10 @@ def make_plan(study: Study) -> Plan:
             for baseline in study.baselines:
                 baseline_class = BASELINES.get(baseline.family)
                 if not serves(baseline_class, environment_class):
+                    continue
+                if getattr(baseline_class, "needs_task_pool", False) and environment.task_pool is None:
+                    reason = baseline_class.without_task_pool  # dmmse: defined by a finite pool only
+                    skipped.append(SkippedBaseline(environment.label, probe.label, baseline.label, reason))
                     continue
                 skip_reason = getattr(baseline_class, "skip_reason", None)
                 if skip_reason is not None:

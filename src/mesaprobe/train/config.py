@@ -10,10 +10,11 @@ from mesaprobe.spec.settings import SettingError
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    algorithm: Literal["a2c", "ppo", "predict"] = "a2c"
+    algorithm: Literal["a2c", "ppo", "predict", "regress"] = "a2c"
     """Learning algorithm. a2c: advantage actor-critic over whole episodes; ppo: proximal
     policy optimisation (clipped surrogate, GAE) over whole episodes; predict: log-loss
-    training of a next-symbol predictor (prediction environments)."""
+    training of a next-symbol predictor (prediction environments); regress: squared-error
+    training of an in-context regressor (regression environments)."""
     env_steps: int = 10_000_000
     """Environment steps to train for (episodes x horizon), rounded up to whole updates."""
     batch: int = 64

@@ -1,7 +1,7 @@
 """The training loop shared by every algorithm: progress, checkpoints, preemption, divergence.
 
-Each update (see :mod:`mesaprobe.train.rl` for A2C/PPO and :mod:`mesaprobe.train.predict`
-for log-loss training) samples a batch of fresh tasks and takes gradient steps; this
+Each update (see :mod:`mesaprobe.train.rl` for A2C/PPO, :mod:`mesaprobe.train.predict`
+for log-loss training and :mod:`mesaprobe.train.regress` for squared-error training) samples a batch of fresh tasks and takes gradient steps; this
 loop counts env steps, shows progress (steps, reward or log-loss, env-steps/s) and
 keeps the run resumable.
 
@@ -107,6 +107,10 @@ def update(
         from mesaprobe.train.predict import predict_update
 
         return predict_update(environment, state, config, total_updates)
+    if config.algorithm == "regress":
+        from mesaprobe.train.regress import regress_update
+
+        return regress_update(environment, state, config, total_updates)
     raise ValueError(f"unknown training algorithm {config.algorithm!r}")
 
 

@@ -1,0 +1,34 @@
+"""Squared-error training of in-context regressors on regression environments.
+
+Each update samples ``batch`` tasks (fresh, or from the run's task pool), draws one
+episode of ``horizon`` examples from each, and takes one gradient step on the mean
+squared error of the model's prediction of every target y_k from x_1..x_k and
+y_1..y_(k-1), divided by the input dimension D (the ``mse_per_dim`` of
+:mod:`mesaprobe.metrics`).  Whole sequences at once, as in log-loss training.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mesaprobe.train.config import TrainingConfig
+from mesaprobe.train.loop import TrainingState, schedule
+
+
+def regress_update(
+    environment, state: TrainingState, config: TrainingConfig, total_updates: int
+) -> dict[str, Tensor]:
+    """One batch of fresh episodes and one gradient step; returns the squared error per dimension."""
+    schedule(config, state, total_updates)
+    model = state.model
+    tasks = environment.sample_tasks(config.batch, state.task_generator, model.device)
+    examples = environment.sample(tasks, state.task_generator)  # inputs (B, K, D), targets (B, K)
+    predictions = model(environment.observation(examples))[..., 0]  # (B, K)
+    loss = F.mse_loss(predictions, examples.targets.to(predictions.dtype)) / environment.dimension
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    state.optimizer.step()
+    return {"mse_per_dim": loss.detach()}
