@@ -109,6 +109,63 @@ def test_architecture_training_override(tmp_path):
     assert rates == {"gru": default, "transformer": 1e-3, "memoryless": default}
 
 
+def test_environment_training_override(tmp_path):
+    """A study with bandits and prediction: each environment's block sets its own algorithm."""
+
+    def add_markov(data):
+        data["environments"]["markov"] = {
+            "family": "markov",
+            "horizon": 8,
+            "training": {"algorithm": "predict", "lr": 5e-3, "env_steps": 128},
+        }
+
+    plan = make_plan(load_study(mutated(tmp_path, add_markov)))
+    settings = {
+        (run.environment.name, run.architecture.name): (
+            run.training.algorithm,
+            run.training.lr,
+            run.training.env_steps,
+        )
+        for run in plan.runs
+    }
+    default = TrainingConfig().lr
+    assert settings == {
+        ("bandit2", "gru"): ("a2c", default, 256),
+        ("bandit2", "transformer"): ("a2c", 1e-3, 256),
+        ("bandit2", "memoryless"): ("a2c", default, 256),
+        ("markov", "gru"): ("predict", 5e-3, 128),
+        ("markov", "transformer"): ("predict", 1e-3, 128),  # the architecture's block wins
+        ("markov", "memoryless"): ("predict", 5e-3, 128),
+    }
+    # Bandit runs keep their ids: the environment block only changes the runs it applies to.
+    alone = make_plan(load_study(write(tmp_path, TINY_STUDY, "alone.yaml")))
+    assert {run.id for run in alone.runs} == {
+        run.id for run in plan.runs if run.environment.name == "bandit2"
+    }
+    assert all(
+        run.environment.id.startswith("markov-") for run in plan.runs if run.environment.name == "markov"
+    )
+
+
+@pytest.mark.parametrize(
+    ("training", "key", "expected"),
+    [
+        ({"lr": -1.0}, "environments.markov.training.lr", "positive"),
+        ({"algorithm": "a2c"}, "environments.markov.training.algorithm", "predict"),
+        ({"learning_rate": 1.0}, "environments.markov.training.learning_rate", "unknown"),
+    ],
+)
+def test_bad_environment_training_names_its_block(tmp_path, training, key, expected):
+    def add_markov(data):
+        data["training"]["algorithm"] = "predict"
+        data["environments"] = {"markov": {"family": "markov", "horizon": 8, "training": training}}
+        data["baselines"] = []
+
+    with pytest.raises(SpecError) as raised:
+        make_plan(load_study(mutated(tmp_path, add_markov)))
+    assert f": {key}: " in str(raised.value) and expected in str(raised.value)
+
+
 def test_baselines_only_study(tmp_path):
     plan = make_plan(load_study(mutated(tmp_path, lambda d: d.update(architectures={}))))
     assert not plan.runs and len(plan.baseline_jobs) == 2 * 2

@@ -179,16 +179,48 @@ def serves(component_class: type, environment_class: type) -> bool:
     return environment_class.kind in getattr(component_class, "serves", ())
 
 
-def with_overrides(study: Study, architecture: Component, training: TrainingConfig) -> TrainingConfig:
-    """The study's training settings with the architecture's own overrides applied."""
-    override = study.training_overrides.get(architecture.label) or {}
+def training_blocks(
+    study: Study, architecture: Component, environment: Component | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """(study key, settings) of the training blocks that override the study's for a run.
+
+    The environment's, then the architecture's: where both set a key, the architecture's wins.
+    """
+    blocks = []
+    if environment is not None:
+        blocks.append(
+            (
+                f"environments.{environment.name}.training",
+                study.environment_training_overrides.get(environment.label) or {},
+            )
+        )
+    blocks.append(
+        (
+            f"architectures.{architecture.name}.training",
+            study.training_overrides.get(architecture.label) or {},
+        )
+    )
+    return blocks
+
+
+def setting_owner(blocks: list[tuple[str, dict[str, Any]]], name: str) -> str:
+    """The study key of the block whose value of the training setting ``name`` applies."""
+    return next((key for key, override in reversed(blocks) if name in override), "training")
+
+
+def with_overrides(
+    study: Study, architecture: Component, training: TrainingConfig, environment: Component | None = None
+) -> TrainingConfig:
+    """The study's training settings with the environment's, then the architecture's overrides applied."""
+    blocks = training_blocks(study, architecture, environment)
+    override = {name: value for _, block in blocks for name, value in block.items()}
     if not override:
         return training
     merged = dataclasses.replace(training, **override)
     try:
         merged.validate()
     except SettingError as error:
-        key = f"architectures.{architecture.name}.training.{error.key}"
+        key = f"{setting_owner(blocks, error.key)}.{error.key}"
         raise SpecError(study.file, key, error.problem) from None
     return merged
 
@@ -204,11 +236,12 @@ def make_plan(study: Study) -> Plan:
         kind = ENVIRONMENTS.get(environment.family).kind
         for architecture in study.architectures:
             for training, training_variant in study.trainings:
-                resolved_training = with_overrides(study, architecture, training)
+                resolved_training = with_overrides(study, architecture, training, environment)
                 if resolved_training.algorithm not in ALGORITHMS_FOR_KIND[kind]:
                     raise SpecError(
                         study.file,
-                        "training.algorithm",
+                        f"{setting_owner(training_blocks(study, architecture, environment), 'algorithm')}"
+                        ".algorithm",
                         f"environment {environment.name!r} ({kind}) is trained with one of: "
                         f"{', '.join(ALGORITHMS_FOR_KIND[kind])}; got {resolved_training.algorithm!r}",
                     )

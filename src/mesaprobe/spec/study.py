@@ -95,6 +95,9 @@ class Study:
     """Each training setting with its grid label (one entry without a training grid)."""
     training_overrides: dict[str, dict[str, Any]]
     """Architecture label -> training settings it overrides (``architectures.<name>.training``)."""
+    environment_training_overrides: dict[str, dict[str, Any]]
+    """Environment label -> training settings it overrides (``environments.<name>.training``),
+    e.g. ``algorithm: predict`` for the prediction environments of a study that also has bandits."""
     probes: tuple[Component, ...]
     baselines: tuple[Component, ...]
 
@@ -224,6 +227,7 @@ def load_study(path: str | Path) -> Study:
     probes: dict[str, Component] = {}
     trainings: dict[str, tuple[TrainingConfig, str]] = {}
     overrides: dict[str, dict[str, Any]] = {}
+    environment_overrides: dict[str, dict[str, Any]] = {}
     baselines: dict[str, Component] = {}
     for expanded, point in grid_points(data, path):
 
@@ -245,6 +249,9 @@ def load_study(path: str | Path) -> Study:
                 variant(f"environments.{name}."),
             )
             environments.setdefault(component.label, component)
+            override = block.get("training") or {}
+            build(TrainingConfig, override, key=f"environments.{name}.training", file=str(path))
+            environment_overrides.setdefault(component.label, dict(override))
         for name, block in (expanded.get("architectures") or {}).items():
             key = f"architectures.{name}"
             component = make_component(ARCHITECTURES, "family", block, key, name, path, variant(f"{key}."))
@@ -276,6 +283,7 @@ def load_study(path: str | Path) -> Study:
         architectures=tuple(architectures.values()),
         trainings=tuple(trainings.values()),
         training_overrides=overrides,
+        environment_training_overrides=environment_overrides,
         probes=tuple(probes.values()),
         baselines=tuple(baselines.values()),
     )
@@ -291,7 +299,7 @@ def make_component(
         raise SpecError(path, f"{key}.{selector}", str(error)) from None
     drop = {
         "architecture family": (selector, "training"),
-        "environment family": (selector, "task_pool"),
+        "environment family": (selector, "task_pool", "training"),
     }.get(registry.axis, (selector,))
     config = build(family_class.Config, block, key=key, file=str(path), drop=drop)
     task_pool = task_pool_setting(block, key, path) if registry.axis == "environment family" else None
