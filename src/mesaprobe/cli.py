@@ -172,8 +172,10 @@ def run_command(arguments: argparse.Namespace) -> int:
         print("\n".join(str(path) for path in written.values()))
     elif arguments.command == "chart":
         from mesaprobe.analysis.charts import make_charts
+        from mesaprobe.analysis.sweeps import study_sweeps
 
-        print("\n".join(str(path) for path in make_charts(results / "tables", results / "charts")))
+        written = make_charts(results / "tables", results / "charts", study_sweeps(study))
+        print("\n".join(str(path) for path in written))
     return 0
 
 

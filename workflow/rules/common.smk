@@ -48,26 +48,31 @@ def table_inputs():
     return [f"{OUT}/{path}" for path in PLAN.table_inputs]
 
 
-def chart_outputs():
-    """Every chart file; each environment's kind picks its metric family and file names."""
-    from mesaprobe.analysis.charts import chart_files
+def chart_views():
+    """(environment label, kind) per environment, probe labels, and the study's sweeps."""
+    from mesaprobe.analysis.sweeps import study_sweeps
     from mesaprobe.envs import ENVIRONMENTS
 
     views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in STUDY.environments]
-    names = chart_files(views, [probe.label for probe in STUDY.probes])
-    return [f"{OUT}/charts/{name}" for name in names]
+    return views, [probe.label for probe in STUDY.probes], study_sweeps(STUDY)
+
+
+def chart_outputs():
+    """Every chart file; each environment's kind picks its metric family and file names."""
+    from mesaprobe.analysis.charts import chart_files
+
+    return [f"{OUT}/charts/{name}" for name in chart_files(*chart_views())]
 
 
 def chart_reports():
     """Every chart file, as a report entry with the caption of its plotted metric.
 
-    Captions are workflow/report/<metric>.rst, e.g. regret.rst or regret_bits.rst.
+    Captions are workflow/report/<metric>.rst, e.g. regret.rst or regret_bits.rst
+    (transition.rst and window.rst for the sweep charts).
     """
     from mesaprobe.analysis.charts import chart_stems
-    from mesaprobe.envs import ENVIRONMENTS
 
-    views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in STUDY.environments]
-    metric_of_stem = chart_stems(views, [probe.label for probe in STUDY.probes])
+    metric_of_stem = chart_stems(*chart_views())
     entries = []
     for path in chart_outputs():
         if path.endswith(".html"):

@@ -2,7 +2,9 @@
 
 :mod:`mesaprobe.analysis.tables` reads and writes probe tables and collects them
 into curves, curve bands and a summary with two-level bootstrap intervals;
-:mod:`mesaprobe.analysis.charts` draws those tables as self-contained HTML and SVG.
+:mod:`mesaprobe.analysis.charts` draws those tables as self-contained HTML and SVG;
+:mod:`mesaprobe.analysis.sweeps` reads from a study which environments form a task-pool
+sweep and which probes are memory windows, for the charts drawn against M and w.
 The charts module is imported on its own (``from mesaprobe.analysis.charts import
 make_charts``) so that probes writing tables do not pay for importing altair.
 """

@@ -21,6 +21,22 @@ A per-episode family (the commitment game) gets bars of each of its metrics
 of all its metrics across all its environments (``overview_<kind>_<probe>``): in a
 commitment study, success, reward and entropy of z per function and noise.
 
+Given the study's sweeps (:func:`mesaprobe.analysis.sweeps.study_sweeps`; the
+``mesaprobe chart`` command passes them), two more kinds plot the family total of the
+summary (``total_reward``, ``total_logloss_bits``, ...) against a sweep on a log2 axis,
+one line per agent with its bootstrap band (architectures solid, baselines dashed,
+each baseline drawn from its own rows at every point, whether or not it depends on
+the swept value):
+
+* ``transition_<total>_<environment>``: against the task-pool size M of a task-pool
+  sweep (:class:`~mesaprobe.analysis.sweeps.PoolSweep`), one panel per probe, so the
+  fresh-task and pool-task probes side by side show the memorisation gap; environments
+  without a pool (``task_pool: null``) are the point marked ``∞`` at the right end, not
+  joined to the line (:func:`transition_data`);
+* ``window_<total>_<environment>``: against the memory window w of the ``window[w=...]``
+  probes, one panel per window probe, with the full-context adaptation probe as the point
+  marked ``full`` at the right end (:func:`window_data`).
+
 A chart's file name is ``<metric>_<environment>_<probe>``, the plotted metric's name
 followed by environment and probe made safe for file names (:func:`chart_stem`),
 e.g. ``total_reward_bandit2_adaptation`` or ``regret_bits_markov_prediction``.  Agents of every grid variant share the chart of their
@@ -31,12 +47,14 @@ reports open offline; SVG files are rendered by vl-convert.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import altair as alt
 import polars as pl
 
+from mesaprobe.analysis.sweeps import PoolSweep, Sweeps, WindowSweep
 from mesaprobe.analysis.tables import (
     AGENT_KINDS,
     CURVE_BANDS_COLUMNS,
@@ -120,10 +138,35 @@ def overview_stem(family: MetricFamily, probe: str) -> str:
     return "_".join(["overview", family.kind, slugify(probe)])
 
 
-def chart_stems(views: list[tuple[str, str]], probes: list[str]) -> dict[str, str]:
+def transition_stem(family: MetricFamily, environment: str) -> str:
+    """File name (without suffix) of the transition chart of a task-pool sweep.
+
+    >>> from mesaprobe.metrics import BANDIT_METRICS
+    >>> transition_stem(BANDIT_METRICS, "bandit2")
+    'transition_total_reward_bandit2'
+    """
+    return "_".join(["transition", family.total, slugify(environment)])
+
+
+def window_stem(family: MetricFamily, environment: str) -> str:
+    """File name (without suffix) of the window chart of one environment.
+
+    >>> from mesaprobe.metrics import PREDICTION_METRICS
+    >>> window_stem(PREDICTION_METRICS, "markov")
+    'window_total_logloss_bits_markov'
+    """
+    return "_".join(["window", family.total, slugify(environment)])
+
+
+def chart_stems(
+    views: list[tuple[str, str]], probes: list[str], sweeps: Sweeps | None = None
+) -> dict[str, str]:
     """Every chart :func:`make_charts` draws for these environments and probes: stem -> metric.
 
     ``views`` lists each environment as (label, kind), the kind selecting its metric family.
+    ``sweeps`` (:func:`mesaprobe.analysis.sweeps.study_sweeps`) adds a transition chart per
+    task-pool sweep and a window chart per environment a window sweep serves; their
+    "metric" is ``transition`` or ``window`` (which names their report caption).
     """
     stems = {}
     for environment, kind in views:
@@ -135,12 +178,22 @@ def chart_stems(views: list[tuple[str, str]], probes: list[str]) -> dict[str, st
         if METRIC_FAMILIES[kind].per_episode:
             for probe in probes:
                 stems[overview_stem(METRIC_FAMILIES[kind], probe)] = "overview"
+    sweeps = sweeps or Sweeps()
+    for sweep in sweeps.pools:
+        stems[transition_stem(METRIC_FAMILIES[sweep.kind], sweep.environment)] = "transition"
+    for environment, kind in views:
+        if sweeps.window_sweeps_of(kind):
+            stems[window_stem(METRIC_FAMILIES[kind], environment)] = "window"
     return stems
 
 
-def chart_files(views: list[tuple[str, str]], probes: list[str]) -> list[str]:
-    """Every file :func:`make_charts` writes for these environments and probes (for workflows)."""
-    return [f"{stem}.{file_format}" for stem in chart_stems(views, probes) for file_format in CHART_FORMATS]
+def chart_files(views: list[tuple[str, str]], probes: list[str], sweeps: Sweeps | None = None) -> list[str]:
+    """Every file :func:`make_charts` writes for these environments, probes and sweeps (for workflows)."""
+    return [
+        f"{stem}.{file_format}"
+        for stem in chart_stems(views, probes, sweeps)
+        for file_format in CHART_FORMATS
+    ]
 
 
 def _count_text(counts: list[int]) -> str:
@@ -169,12 +222,16 @@ def _title(metric: str, environment: str, probe: str, subtitle: str) -> alt.Titl
     )
 
 
-def _agent_color(agents: list[str], legend: bool) -> alt.Color:
+def _agent_scale(agents: list[str]) -> alt.Scale:
     """One color per agent, stable across every chart of a study."""
-    scheme = "tableau10" if len(agents) <= 10 else "tableau20"
+    return alt.Scale(domain=agents, scheme="tableau10" if len(agents) <= 10 else "tableau20")
+
+
+def _agent_color(agents: list[str], legend: bool) -> alt.Color:
+    """Color by agent (:func:`_agent_scale`), with or without a legend."""
     return alt.Color(
         "agent:N",
-        scale=alt.Scale(domain=agents, scheme=scheme),
+        scale=_agent_scale(agents),
         title="agent",
         legend=alt.Legend() if legend else None,
     )
@@ -349,6 +406,185 @@ def overview_chart(summary: pl.DataFrame, family: MetricFamily, agents: list[str
     )
 
 
+#: The end point of a sweep (no pool, full context) sits this factor right of the largest swept value.
+SWEEP_END_FACTOR = 4
+
+#: Label of the end point of each sweep on its x axis.
+TRANSITION_END, WINDOW_END = "∞", "full"
+
+
+def _sweep_data(
+    summary: pl.DataFrame,
+    metric: str,
+    placements: list[tuple[str, str, str, int | None]],
+    end_label: str,
+) -> pl.DataFrame:
+    """Summary rows of ``metric`` placed on a sweep's log2 axis, one row per (panel, agent, point).
+
+    ``placements`` lists (panel, environment, probe, swept value) for every point of the
+    chart; the value None is the end point (no pool, full context), placed at
+    :data:`SWEEP_END_FACTOR` times the largest value and flagged ``end``.  Columns:
+    ``panel``, ``environment``, ``probe``, ``value`` (the swept value, null at the end),
+    ``tick`` (the value as the axis labels it), ``position`` (x on the chart), ``end``,
+    ``agent``, ``agent_kind``, ``mean``, ``ci_low``, ``ci_high``, ``seeds``, ``episodes``.
+    """
+    finite = [value for *_, value in placements if value is not None]
+    end_position = float(SWEEP_END_FACTOR * max(finite))
+    where = pl.DataFrame(
+        {
+            "panel": [panel for panel, *_ in placements],
+            "panel_order": list(range(len(placements))),
+            "environment": [environment for _, environment, _, _ in placements],
+            "probe": [probe for _, _, probe, _ in placements],
+            "value": [value for *_, value in placements],
+        },
+        schema={
+            "panel": pl.String(),
+            "panel_order": pl.Int64(),
+            "environment": pl.String(),
+            "probe": pl.String(),
+            "value": pl.Int64(),
+        },
+    )
+    rows = where.join(summary.filter(pl.col("metric") == metric), on=["environment", "probe"], how="inner")
+    return (
+        rows.with_columns(
+            tick=pl.col("value").cast(pl.String).fill_null(end_label),
+            position=pl.col("value").cast(pl.Float64).fill_null(end_position),
+            end=pl.col("value").is_null(),
+        )
+        .with_columns(pl.col("panel_order").min().over("panel"))
+        .sort("panel_order", "agent", "position")
+        .select(
+            "panel",
+            "environment",
+            "probe",
+            "value",
+            "tick",
+            "position",
+            "end",
+            "agent",
+            "agent_kind",
+            "mean",
+            "ci_low",
+            "ci_high",
+            "seeds",
+            "episodes",
+        )
+    )
+
+
+def transition_data(summary: pl.DataFrame, sweep: PoolSweep, metric: str) -> pl.DataFrame:
+    """The points of a transition chart: ``metric`` per probe (panel), pool size M (value) and agent.
+
+    One row per (probe, M, agent) that the summary holds; M is null for the environment
+    without a pool (the ``∞`` point).  Columns as :func:`_sweep_data` returns them.
+    """
+    placements = [
+        (probe, environment, probe, size) for probe in sweep.probes for size, environment in sweep.pools
+    ]
+    return _sweep_data(summary, metric, placements, TRANSITION_END)
+
+
+def window_data(
+    summary: pl.DataFrame, environment: str, sweeps: tuple[WindowSweep, ...], metric: str
+) -> pl.DataFrame:
+    """The points of one environment's window chart: ``metric`` per window probe (panel), w and agent.
+
+    One row per (window probe, w, agent) that the summary holds, plus the full-context
+    reference probe's rows with w null (the ``full`` point).
+    """
+    placements: list[tuple[str, str, str, int | None]] = []
+    for sweep in sweeps:
+        placements += [(sweep.probe, environment, probe, window) for window, probe in sweep.windows]
+        if sweep.reference is not None:
+            placements.append((sweep.probe, environment, sweep.reference, None))
+    return _sweep_data(summary, metric, placements, WINDOW_END)
+
+
+def sweep_chart(
+    data: pl.DataFrame,
+    *,
+    title: str,
+    x_title: str,
+    y_title: str,
+    end_label: str,
+    end_note: str,
+    agents: list[str],
+    confidence: float,
+) -> alt.FacetChart:
+    """``mean`` against ``position`` on a log2 axis, one line and band per agent, one panel per ``panel``.
+
+    ``data`` is what :func:`transition_data` or :func:`window_data` return.  Every point
+    carries its interval as a rule; the end point (``end``) is a diamond, not joined to
+    the line, labelled ``end_label`` on the axis and explained by ``end_note`` in the
+    subtitle.
+    """
+    positions = sorted(set(data["position"].to_list()))
+    end_positions = data.filter(pl.col("end"))["position"].unique().to_list()
+    low, high = positions[0] / math.sqrt(2), positions[-1] * math.sqrt(2)  # half an octave of margin
+    label = "format(datum.value, 'd')"
+    if end_positions:
+        label = f"datum.value == {end_positions[0]} ? '{end_label}' : {label}"
+    x = alt.X(
+        "position:Q",
+        title=x_title,
+        scale=alt.Scale(type="log", base=2, domain=[low, high], nice=False),
+        axis=alt.Axis(values=positions, labelExpr=label, grid=False),
+    )
+    y = alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False))
+    interval = f"{confidence:.0%} CI"
+    tooltip = [
+        alt.Tooltip("agent:N"),
+        alt.Tooltip("probe:N"),
+        alt.Tooltip("environment:N"),
+        alt.Tooltip("tick:N", title=x_title.split(" (")[0]),
+        alt.Tooltip("mean:Q", format=".3f"),
+        alt.Tooltip("ci_low:Q", format=".3f", title=f"{interval} low"),
+        alt.Tooltip("ci_high:Q", format=".3f", title=f"{interval} high"),
+    ]
+    # Bands and points are colored by the fill channel, whose legend is independent (and
+    # hidden), so the one agent legend (color: the lines' stroke) shows lines.
+    fill = alt.Fill("agent:N", scale=_agent_scale(agents), legend=None)
+    lines = alt.Chart().transform_filter("!datum.end")
+    ends = alt.Chart().transform_filter("datum.end")
+    band = lines.mark_area(opacity=0.15).encode(
+        x=x, y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", fill=fill
+    )
+    line = lines.mark_line(strokeWidth=2).encode(
+        x=x,
+        y=y,
+        color=_agent_color(agents, legend=True),
+        strokeDash=alt.StrokeDash(
+            "agent_kind:N",
+            scale=alt.Scale(domain=list(_STROKE_DASH), range=list(_STROKE_DASH.values())),
+            title="agent kind",
+        ),
+    )
+    points = lines.mark_point(filled=True, size=30).encode(x=x, y=y, fill=fill, tooltip=tooltip)
+    # Every point's interval as a rule too: a band needs two points, the end point has none.
+    intervals = (
+        alt.Chart()
+        .mark_rule(strokeWidth=1.5)
+        .encode(
+            x=x, y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", color=_agent_color(agents, legend=True)
+        )
+    )
+    end_point = ends.mark_point(shape="diamond", filled=True, size=90).encode(
+        x=x, y=y, fill=fill, tooltip=tooltip
+    )
+    panels = data["panel"].unique(maintain_order=True).to_list()
+    layered = alt.layer(band, line, intervals, points, end_point, data=data)
+    width = max(_WIDTH // 2, _WIDTH // len(panels))
+    subtitle = _subtitle(data, confidence) + (f"; {end_note}" if end_positions and end_note else "")
+    return (
+        layered.resolve_legend(fill="independent")
+        .properties(width=width, height=_HEIGHT)
+        .facet(column=alt.Column("panel:N", sort=panels, title=None, header=alt.Header(labelFontSize=12)))
+        .properties(title=alt.TitleParams(text=title, subtitle=subtitle, anchor="start"))
+    )
+
+
 def save_chart(chart: alt.TopLevelMixin, charts_dir: str | Path, stem: str) -> list[Path]:
     """Write ``chart`` as self-contained HTML and as SVG, atomically; return both paths."""
     written = []
@@ -384,14 +620,82 @@ def _view_family(view_bands: pl.DataFrame, key: tuple, tables_dir: Path) -> Metr
     return METRIC_FAMILIES[families[0]]
 
 
-def make_charts(tables_dir: str | Path, charts_dir: str | Path) -> list[Path]:
+def _horizon_text(bands: pl.DataFrame, environments: list[str], probes: list[str]) -> str:
+    """The episode length of these environments and probes, e.g. ``20`` or ``20-40``."""
+    rows = bands.filter(pl.col("environment").is_in(environments) & pl.col("probe").is_in(probes))
+    return _count_text(rows.group_by("environment", "probe").agg(pl.col("step").max())["step"].to_list())
+
+
+def _sweep_charts(
+    bands: pl.DataFrame,
+    summary: pl.DataFrame,
+    sweeps: Sweeps,
+    agents: list[str],
+    confidence: float,
+    tables_dir: Path,
+) -> list[tuple[str, alt.TopLevelMixin]]:
+    """(stem, chart) of every transition and window chart of ``sweeps``."""
+    drawn = []
+    for sweep in sweeps.pools:
+        family = METRIC_FAMILIES[sweep.kind]
+        data = transition_data(summary, sweep, family.total)
+        if data.height == 0:
+            raise ArtifactError(
+                tables_dir, f"no {family.total} rows for the task-pool sweep {sweep.environment}"
+            )
+        environments = [environment for _, environment in sweep.pools]
+        chart = sweep_chart(
+            data,
+            title=f"{CHART_TITLES[family.total]} vs task pool size M: {sweep.environment}",
+            x_title="task pool size M (training tasks, log2 scale)",
+            y_title=TOTAL_AXIS_TITLES[family.total].format(
+                horizon=_horizon_text(bands, environments, list(sweep.probes))
+            ),
+            end_label=TRANSITION_END,
+            end_note=f"{TRANSITION_END}: no task pool, a fresh task every episode",
+            agents=agents,
+            confidence=confidence,
+        )
+        drawn.append((transition_stem(family, sweep.environment), chart))
+    if not sweeps.windows:
+        return drawn
+    for key, view_bands in bands.partition_by("environment", as_dict=True, maintain_order=True).items():
+        environment = key[0]
+        family = _view_family(view_bands, key, tables_dir)
+        served = sweeps.window_sweeps_of(family.kind)
+        if not served:
+            continue
+        data = window_data(summary, environment, served, family.total)
+        if data.height == 0:
+            raise ArtifactError(tables_dir, f"no {family.total} rows for the window probes of {environment}")
+        probes = [probe for sweep in served for _, probe in sweep.windows]
+        references = ", ".join(sweep.reference for sweep in served if sweep.reference)
+        chart = sweep_chart(
+            data,
+            title=f"{CHART_TITLES[family.total]} vs memory window w: {environment}",
+            x_title="memory window w (steps, log2 scale)",
+            y_title=TOTAL_AXIS_TITLES[family.total].format(
+                horizon=_horizon_text(bands, [environment], probes)
+            ),
+            end_label=WINDOW_END,
+            end_note=f"{WINDOW_END}: whole episode in context (probe {references})",
+            agents=agents,
+            confidence=confidence,
+        )
+        drawn.append((window_stem(family, environment), chart))
+    return drawn
+
+
+def make_charts(tables_dir: str | Path, charts_dir: str | Path, sweeps: Sweeps | None = None) -> list[Path]:
     """Draw every chart of a study's tables into ``charts_dir``; return the files written.
 
     Reads ``curve_bands.parquet``, ``summary.parquet`` and ``tables.json`` (for the
     confidence level) from ``tables_dir``; each (environment, probe) is drawn with the
-    metric family of its curve-band metrics.  Raises :class:`ArtifactError` when a
-    table is missing or malformed, when a view mixes metric families, or when two
-    charts would get the same file name.
+    metric family of its curve-band metrics.  ``sweeps`` (the study's, from
+    :func:`mesaprobe.analysis.sweeps.study_sweeps`) adds the transition and window
+    charts.  Raises :class:`ArtifactError` when a table is missing or malformed, when a
+    view mixes metric families, when a sweep has no rows, or when two charts would get
+    the same file name.
     """
     tables_dir = Path(tables_dir)
     bands = read_table(tables_dir / TABLE_FILES["curve_bands"], CURVE_BANDS_COLUMNS)
@@ -431,4 +735,9 @@ def make_charts(tables_dir: str | Path, charts_dir: str | Path) -> list[Path]:
             written += save_chart(
                 overview_chart(rows, family, agents, confidence), charts_dir, overview_stem(family, probe)
             )
+    for stem, chart in _sweep_charts(bands, summary, sweeps or Sweeps(), agents, confidence, tables_dir):
+        if stem in stems:
+            raise ArtifactError(tables_dir, f"the sweep chart {stem!r} has the name of another chart")
+        stems[stem] = ()
+        written += save_chart(chart, charts_dir, stem)
     return written
