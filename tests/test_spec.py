@@ -298,3 +298,37 @@ def test_plan_skips_baselines_that_cannot_play_and_says_why(tmp_path):
     skipped = {(skip.environment, skip.probe, skip.baseline): skip.reason for skip in plan.skipped}
     assert "posterior states" in skipped[("bandit5", "adaptation", "bayes_optimal")]
     assert "restless" in skipped[("bandit2", "restless", "bayes_optimal")]
+
+
+def test_probes_whose_settings_do_not_apply_to_a_kind_are_skipped_with_a_note(tmp_path):
+    from mesaprobe.spec import make_plan
+
+    spec = tmp_path / "mixed.yaml"
+    spec.write_text(
+        """\
+study: mixed
+seeds: [0]
+environments:
+  bandit2: {family: bernoulli_bandit, arms: 2, horizon: 8}
+  regression: {family: linear_regression, dimension: 2, horizon: 4, training: {algorithm: regress}}
+architectures:
+  gru: {family: gru, hidden: 8}
+training: {env_steps: 256, batch: 16}
+probes:
+  alien: {kind: adaptation, episodes: 8, permute_labels: true}
+  projected: {kind: adaptation, episodes: 8, project_inputs: true}
+baselines: [random, ridge]
+"""
+    )
+    plan = make_plan(load_study(spec))
+    pairs = {(job.run.environment.name, job.probe.name) for job in plan.probe_jobs}
+    assert pairs == {("bandit2", "alien"), ("regression", "projected")}
+    notes = [str(skip) for skip in plan.skipped]
+    assert (
+        "probe alien skipped on regression: horizon_factor, prior_alpha, prior_beta, squeeze, permute_labels and switch_at do not apply to regression"
+        in notes
+    )
+    assert (
+        "probe projected skipped on bandit2: project_inputs applies to regression environments only" in notes
+    )
+    assert {(job.environment.name, job.probe.name) for job in plan.baseline_jobs} == pairs

@@ -237,8 +237,9 @@ def test_unknown_environment_key_lists_task_pool(tmp_path):
 
 
 def test_pool_probe_refuses_out_of_distribution_settings():
+    AdaptationConfig(tasks="pool", permute_labels=True).validate()  # relabelled pool tasks
     with pytest.raises(SettingError, match="tasks: pool"):
-        AdaptationConfig(tasks="pool", permute_labels=True).validate()
+        AdaptationConfig(tasks="pool", permute_labels=True, switch_at=0.5).validate()
     with pytest.raises(SpecError, match=r"probes\.pool\.tasks"):
         build(AdaptationConfig, {"tasks": "pool", "horizon_factor": 2}, key="probes.pool", file="s.yaml")
 
@@ -331,3 +332,44 @@ def test_pool_probe_environment_is_the_trained_pool():
     pooled = TaskPool(ENVIRONMENTS.get("bernoulli_bandit")(config), 3, key=("env", 0))
     probe = AdaptationProbe(dataclasses.replace(AdaptationConfig(), tasks="pool"))
     assert probe.environment(pooled) is pooled
+
+
+@pytest.mark.parametrize("family", ["bernoulli_bandit", "markov"])
+def test_relabelled_pool_tasks_are_the_pool_in_another_language(family):
+    from mesaprobe.probes.adaptation import AdaptationProbe
+    from mesaprobe.seeding import fixed_permutation
+
+    base = ENVIRONMENTS.get(family)(ENVIRONMENTS.get(family).Config(**FAMILIES[family]))
+    pool = TaskPool(base, 5, key=("relabel", 0))
+    probe = AdaptationProbe(AdaptationConfig(tasks="pool", permute_labels=True))
+    alien = probe.environment(pool)
+    assert isinstance(alien, TaskPool) and alien.size == 5
+    if family == "bernoulli_bandit":
+        permutation = fixed_permutation(base.arms, "label-permutation")
+        assert torch.equal(alien.pool().probs, pool.pool().probs[:, permutation])
+    else:  # the same chains; their tokens come out relabelled
+        for a, b in zip(tensors(alien.pool()), tensors(pool.pool()), strict=True):
+            assert torch.equal(a, b)
+        tokens = alien.sample(alien.pool(), make_generator("t"))
+        plain = pool.sample(pool.pool(), make_generator("t"))
+        assert torch.equal(tokens, alien.environment.permutation[plain])
+
+
+def test_every_pool_size_is_probed_on_the_same_fresh_tasks(tmp_path):
+    def change(data):
+        data["grid"] = {"environments.bandit2.task_pool": [1, 4, None]}
+        data["architectures"] = {"gru": data["architectures"]["gru"]}
+        data["seeds"] = [0]
+        data["probes"] = POOL_STUDY_PROBES
+        data["baselines"] = ["random"]
+
+    plan = make_plan(load_study(write_study(tmp_path, change)))
+    results = tmp_path / "results"
+    run_all_jobs(plan, results, resamples=10)
+    best = {}
+    for job in plan.baseline_jobs:
+        best[(job.environment.task_pool, job.probe.name)] = best_expected_reward(
+            pl.read_parquet(results / job.output)
+        )
+    assert best[(1, "fresh")].equals(best[(4, "fresh")]) and best[(4, "fresh")].equals(best[(None, "fresh")])
+    assert not best[(1, "pool")].equals(best[(4, "pool")])

@@ -57,6 +57,14 @@ def probed_environment(probe_kind, environment: Component, seed: int) -> Environ
     return probe_kind.environment(make_environment(environment, seed if pool else None))
 
 
+def heldout_environment_id(probe_kind, environment: Component) -> str:
+    """The environment's name for held-out task streams: pool tasks are named by the
+    environment (and so its pool), fresh tasks by the prior alone, so every pool size of
+    a task-diversity sweep is probed on the same fresh tasks."""
+    pool = getattr(probe_kind.config, "tasks", "fresh") == "pool"
+    return environment.id if pool else environment.prior_id
+
+
 def heldout_id(probe: Component) -> str:
     """The probe's name for its held-out task, luck and action streams.
 
@@ -251,7 +259,7 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
     rows = probe_kind.run(
         agent,
         environment,
-        heldout_key=(run.environment.id, heldout_id(job.probe), run.seed),
+        heldout_key=(heldout_environment_id(probe_kind, run.environment), heldout_id(job.probe), run.seed),
         agent_key=(run.id, heldout_id(job.probe)),
         device=device,
     )
@@ -291,7 +299,7 @@ def baseline_job(plan: Plan, environment: str, probe: str, baseline: str, seed: 
     rows = probe_kind.run(
         agent,
         env,
-        heldout_key=(job.environment.id, heldout_id(job.probe), job.seed),
+        heldout_key=(heldout_environment_id(probe_kind, job.environment), heldout_id(job.probe), job.seed),
         agent_key=(job.baseline.id, heldout_id(job.probe)),
         device="cpu",
     )

@@ -38,6 +38,7 @@ from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BanditTransform
 from mesaprobe.envs.linear_regression import ProjectedRegression
 from mesaprobe.envs.prediction_transform import TransformedPrediction
+from mesaprobe.envs.task_pool import TaskPool
 from mesaprobe.errors import UserError
 from mesaprobe.metrics import bandit_step_metrics, prediction_step_metrics, regression_step_metrics
 from mesaprobe.seeding import make_generator
@@ -63,7 +64,10 @@ class AdaptationConfig:
     squeeze: tuple[float, float] | None = None
     """Out of distribution: arm probabilities mapped from [0, 1] into [low, high]."""
     permute_labels: bool = False
-    """Out of distribution: arm labels permuted by one fixed random permutation."""
+    """Out of distribution: arm labels (bandits) or symbols (sequences) permuted by one fixed
+    random permutation. Under a label-symmetric prior fresh relabelled tasks have the
+    prior's distribution (a control); with tasks: pool the pool's tasks are relabelled, so
+    a model sees its memorised tasks in an alien language (Kirsch et al. 2022)."""
     switch_at: float | None = None
     """Out of distribution (restless): after this fraction of the episode every arm
     probability is drawn afresh."""
@@ -82,8 +86,8 @@ class AdaptationConfig:
     memorisation signal. The exact Bayes-optimal baselines and the regret_bits reference
     stay Bayes-optimal for the prior, not for the pool (a model that memorised a small pool
     can beat them on it; dmmse is the pool's Bayes predictor for regression). Under a discrete
-    prior (e.g. dependent_easy) fresh tasks can equal pool tasks. pool cannot be combined with
-    the out-of-distribution settings other than project_inputs."""
+    prior (e.g. dependent_easy) fresh tasks can equal pool tasks. pool combines with the
+    relabelling settings (permute_labels, project_inputs) only."""
 
     #: Left out of probe ids at their default (see Component.resolved): results recorded
     #: before the setting existed keep their ids and held-out tasks.
@@ -94,12 +98,15 @@ class AdaptationConfig:
             if getattr(self, name) < 1:
                 raise SettingError(name, f"expected a positive integer, got {getattr(self, name)}")
         self.transform.validate()
-        if self.tasks == "pool" and self.transform != BanditTransform():
+        if self.tasks == "pool" and self.transform not in (
+            BanditTransform(),
+            BanditTransform(permute_labels=True),
+        ):
             raise SettingError(
                 "tasks",
                 "tasks: pool replays the training tasks; out-of-distribution settings "
-                "(horizon_factor, prior_alpha, prior_beta, squeeze, permute_labels, switch_at) "
-                "draw other tasks, so use them with tasks: fresh",
+                "(horizon_factor, prior_alpha, prior_beta, squeeze, switch_at) draw other tasks, "
+                "so use them with tasks: fresh (permute_labels and project_inputs combine with pool)",
             )
 
     @property
@@ -124,13 +131,33 @@ class AdaptationProbe:
     def __init__(self, config: AdaptationConfig):
         self.config = config
 
+    @classmethod
+    def not_applicable(cls, config: AdaptationConfig, kind: str) -> str | None:
+        """Why these settings cannot probe an environment of ``kind`` (None: they can); the plan
+        skips such pairs with a note, so one study can mix kinds and kind-specific probes."""
+        if kind == "regression":
+            if config.transform != BanditTransform():
+                return "horizon_factor, prior_alpha, prior_beta, squeeze, permute_labels and switch_at do not apply to regression"
+            return None
+        if config.project_inputs:
+            return "project_inputs applies to regression environments only"
+        if kind != "bandit":
+            bandit_only = [name for name in ("prior_alpha", "squeeze") if getattr(config, name) is not None]
+            if bandit_only:
+                return f"{bandit_only[0]} applies to bandit environments only"
+        return None
+
     def environment(self, trained: Environment) -> Environment:
         """The environment this probe plays: the trained one, transformed as configured.
 
         ``trained`` draws its tasks from the run's pool when this probe asks for
         ``tasks: pool`` (see :func:`mesaprobe.jobs.probed_environment`), from the prior otherwise.
+        Relabelled pool tasks are the pool drawn through the relabelled environment: the same
+        draws (the permutation is applied after them), seen in an alien language.
         """
         config = self.config
+        if isinstance(trained, TaskPool) and config.permute_labels:
+            return TaskPool(self.environment(trained.environment), trained.size, trained.key)
         if trained.kind == "regression":
             if config.transform != BanditTransform():
                 raise UserError(

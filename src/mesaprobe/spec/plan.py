@@ -123,12 +123,25 @@ class SkippedBaseline:
 
 
 @dataclass(frozen=True)
+class SkippedProbe:
+    """A probe whose settings do not apply to one environment's kind (e.g. relabelled arms on
+    a regression environment): no probe or baseline jobs for the pair."""
+
+    environment: str
+    probe: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"probe {self.probe} skipped on {self.environment}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class Plan:
     study: Study
     runs: tuple[Run, ...]
     probe_jobs: tuple[ProbeJob, ...]
     baseline_jobs: tuple[BaselineJob, ...]
-    skipped: tuple[SkippedBaseline, ...] = ()
+    skipped: tuple[SkippedBaseline | SkippedProbe, ...] = ()
 
     @functools.cached_property
     def runs_by_id(self) -> dict[str, Run]:
@@ -177,6 +190,28 @@ class Plan:
 
 def serves(component_class: type, environment_class: type) -> bool:
     return environment_class.kind in getattr(component_class, "serves", ())
+
+
+def probe_skip_reason(probe: Component, environment_class: type) -> str | None:
+    """Why a probe the environment's kind is served by still cannot probe it (None: it can)."""
+    from mesaprobe.probes import PROBES
+
+    not_applicable = getattr(PROBES.get(probe.family), "not_applicable", None)
+    return None if not_applicable is None else not_applicable(probe.config, environment_class.kind)
+
+
+def probes(study: Study, environment: Component) -> list[Component]:
+    """The study's probes that serve and apply to ``environment``."""
+    from mesaprobe.envs import ENVIRONMENTS
+    from mesaprobe.probes import PROBES
+
+    environment_class = ENVIRONMENTS.get(environment.family)
+    return [
+        probe
+        for probe in study.probes
+        if serves(PROBES.get(probe.family), environment_class)
+        and probe_skip_reason(probe, environment_class) is None
+    ]
 
 
 def training_blocks(
@@ -248,12 +283,8 @@ def make_plan(study: Study) -> Plan:
                 for seed in study.seeds:
                     run = Run(environment, architecture, resolved_training, training_variant, seed)
                     runs.setdefault(run.id, run)
-    probe_jobs = [
-        ProbeJob(run, probe)
-        for run in runs.values()
-        for probe in study.probes
-        if serves(PROBES.get(probe.family), ENVIRONMENTS.get(run.environment.family))
-    ]
+    probes_of = {environment.label: probes(study, environment) for environment in study.environments}
+    probe_jobs = [ProbeJob(run, probe) for run in runs.values() for probe in probes_of[run.environment.label]]
     baseline_jobs = []
     skipped = []
     for environment in study.environments:
@@ -261,6 +292,10 @@ def make_plan(study: Study) -> Plan:
         for probe in study.probes:
             probe_class = PROBES.get(probe.family)
             if not serves(probe_class, environment_class):
+                continue
+            reason = probe_skip_reason(probe, environment_class)
+            if reason is not None:
+                skipped.append(SkippedProbe(environment.label, probe.label, reason))
                 continue
             played = None
             for baseline in study.baselines:

@@ -80,6 +80,16 @@ class Component:
         """Readable name plus a short hash of the resolved settings (stable across studies)."""
         return f"{self.name}-{settings_hash(self.resolved)}"
 
+    @functools.cached_property
+    def prior_id(self) -> str:
+        """Environments: the id of the same settings without a task pool (the prior's tasks).
+
+        Fresh held-out tasks are named by it, so every pool size of a sweep is probed on
+        the same fresh tasks; equal to :attr:`id` when there is no pool.
+        """
+        resolved = {key: value for key, value in self.resolved.items() if key != "task_pool"}
+        return f"{self.name}-{settings_hash(resolved)}"
+
 
 @dataclass(frozen=True)
 class Study:
