@@ -192,9 +192,7 @@ class AdaptationProbe:
         ``heldout_key`` names the task and reward-luck streams (shared by all agents at
         one seed); ``agent_key`` names the agent's own action-sampling stream.
         """
-        task_generator = make_generator("heldout-tasks", *heldout_key, device=device)
-        luck_generator = make_generator("heldout-luck", *heldout_key, device=device)
-        action_generator = make_generator("actions", *agent_key, device=device)
+        task_generator, luck_generator, action_generator = heldout_streams(heldout_key, agent_key, device)
         frames = []
         with torch.inference_mode():
             for start in range(0, self.config.episodes, self.config.batch):
@@ -218,6 +216,18 @@ class AdaptationProbe:
                     )
                 frames.append(long_table(metrics, first_episode=start))
         return pl.concat(frames)
+
+
+def heldout_streams(
+    heldout_key: tuple, agent_key: tuple, device: torch.device | str
+) -> tuple[torch.Generator, torch.Generator, torch.Generator]:
+    """(tasks, luck, actions) generators of a probe: the first two named by ``heldout_key``
+    and shared by every agent at one seed, the last by ``agent_key``, the agent's own."""
+    return (
+        make_generator("heldout-tasks", *heldout_key, device=device),
+        make_generator("heldout-luck", *heldout_key, device=device),
+        make_generator("actions", *agent_key, device=device),
+    )
 
 
 def long_table(metrics: dict[str, torch.Tensor], first_episode: int = 0) -> pl.DataFrame:

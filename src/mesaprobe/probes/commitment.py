@@ -17,8 +17,7 @@ import torch
 
 from mesaprobe.envs.base import Environment
 from mesaprobe.metrics import commitment_episode_metrics
-from mesaprobe.probes.adaptation import long_table
-from mesaprobe.seeding import make_generator
+from mesaprobe.probes.adaptation import heldout_streams, long_table
 from mesaprobe.spec.settings import SettingError
 from mesaprobe.train.rollout import play
 
@@ -61,9 +60,7 @@ class CommitmentProbe:
         device: torch.device | str = "cpu",
     ) -> pl.DataFrame:
         """Play ``config.episodes`` held-out episodes; long table (episode, step = 1, metric, value)."""
-        task_generator = make_generator("heldout-tasks", *heldout_key, device=device)
-        luck_generator = make_generator("heldout-luck", *heldout_key, device=device)
-        action_generator = make_generator("actions", *agent_key, device=device)
+        task_generator, luck_generator, action_generator = heldout_streams(heldout_key, agent_key, device)
         outcomes = []
         with torch.inference_mode():
             for start in range(0, self.config.episodes, self.config.batch):
