@@ -332,3 +332,16 @@ baselines: [random, ridge]
         "probe projected skipped on bandit2: project_inputs applies to regression environments only" in notes
     )
     assert {(job.environment.name, job.probe.name) for job in plan.baseline_jobs} == pairs
+    # The charts the workflow expects are exactly the ones drawn from the tables.
+    from mesaprobe.analysis.charts import chart_files, make_charts
+    from mesaprobe.envs import ENVIRONMENTS
+    from mesaprobe.spec.plan import probes
+    from tests.conftest import run_all_jobs
+
+    results = tmp_path / "results"
+    run_all_jobs(plan, results, resamples=10)
+    study = plan.study
+    views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in study.environments]
+    played = {env.label: [probe.label for probe in probes(study, env)] for env in study.environments}
+    written = make_charts(results / "tables", results / "charts")
+    assert sorted(path.name for path in written) == sorted(chart_files(views, played))

@@ -49,12 +49,14 @@ def table_inputs():
 
 
 def chart_views():
-    """(environment label, kind) per environment, probe labels, and the study's sweeps."""
+    """(environment label, kind) per environment, the probes that play each, and the study's sweeps."""
     from mesaprobe.analysis.sweeps import study_sweeps
     from mesaprobe.envs import ENVIRONMENTS
+    from mesaprobe.spec.plan import probes
 
     views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in STUDY.environments]
-    return views, [probe.label for probe in STUDY.probes], study_sweeps(STUDY)
+    played = {env.label: [probe.label for probe in probes(STUDY, env)] for env in STUDY.environments}
+    return views, played, study_sweeps(STUDY)
 
 
 def chart_outputs():

@@ -159,24 +159,28 @@ def window_stem(family: MetricFamily, environment: str) -> str:
 
 
 def chart_stems(
-    views: list[tuple[str, str]], probes: list[str], sweeps: Sweeps | None = None
+    views: list[tuple[str, str]], probes: list[str] | dict[str, list[str]], sweeps: Sweeps | None = None
 ) -> dict[str, str]:
     """Every chart :func:`make_charts` draws for these environments and probes: stem -> metric.
 
     ``views`` lists each environment as (label, kind), the kind selecting its metric family.
+    ``probes`` lists the probe labels, or maps each environment label to the probes that play
+    it (a study's plan leaves out probes that do not serve or apply to an environment).
     ``sweeps`` (:func:`mesaprobe.analysis.sweeps.study_sweeps`) adds a transition chart per
     task-pool sweep and a window chart per environment a window sweep serves; their
     "metric" is ``transition`` or ``window`` (which names their report caption).
     """
+    probes_of = probes if isinstance(probes, dict) else {environment: probes for environment, _ in views}
     stems = {}
     for environment, kind in views:
         family = METRIC_FAMILIES[kind]
-        for probe in probes:
+        for probe in probes_of.get(environment, []):
             for chart, metric in family.charts.items():
                 stems[chart_stem(chart, environment, probe, kind)] = metric
     for kind in dict.fromkeys(kind for _, kind in views):
         if METRIC_FAMILIES[kind].per_episode:
-            for probe in probes:
+            played = [probes_of.get(environment, []) for environment, k in views if k == kind]
+            for probe in dict.fromkeys(probe for labels in played for probe in labels):
                 stems[overview_stem(METRIC_FAMILIES[kind], probe)] = "overview"
     sweeps = sweeps or Sweeps()
     for sweep in sweeps.pools:
@@ -187,7 +191,9 @@ def chart_stems(
     return stems
 
 
-def chart_files(views: list[tuple[str, str]], probes: list[str], sweeps: Sweeps | None = None) -> list[str]:
+def chart_files(
+    views: list[tuple[str, str]], probes: list[str] | dict[str, list[str]], sweeps: Sweeps | None = None
+) -> list[str]:
     """Every file :func:`make_charts` writes for these environments, probes and sweeps (for workflows)."""
     return [
         f"{stem}.{file_format}"
