@@ -49,20 +49,23 @@ def make_environment(component: Component, seed: int | None = None) -> Environme
     return TaskPool(environment, component.task_pool, key=(component.id, seed))
 
 
+def plays_pool(probe_kind) -> bool:
+    """Whether a probe asks for the run's training pool (``tasks: pool``) rather than fresh tasks."""
+    return getattr(probe_kind.config, "tasks", "fresh") == "pool"
+
+
 def probed_environment(probe_kind, environment: Component, seed: int) -> Environment:
     """The environment a probe plays at ``seed``: fresh tasks from the prior, or the
     run's training pool when the probe asks for ``tasks: pool`` (architectures and
     baselines alike, so both face the same tasks)."""
-    pool = getattr(probe_kind.config, "tasks", "fresh") == "pool"
-    return probe_kind.environment(make_environment(environment, seed if pool else None))
+    return probe_kind.environment(make_environment(environment, seed if plays_pool(probe_kind) else None))
 
 
 def heldout_environment_id(probe_kind, environment: Component) -> str:
     """The environment's name for held-out task streams: pool tasks are named by the
     environment (and so its pool), fresh tasks by the prior alone, so every pool size of
     a task-diversity sweep is probed on the same fresh tasks."""
-    pool = getattr(probe_kind.config, "tasks", "fresh") == "pool"
-    return environment.id if pool else environment.prior_id
+    return environment.id if plays_pool(probe_kind) else environment.prior_id
 
 
 def heldout_id(probe: Component) -> str:

@@ -228,6 +228,16 @@ def _title(metric: str, environment: str, probe: str, subtitle: str) -> alt.Titl
     )
 
 
+def _interval_tooltips(confidence: float, digits: int = 3) -> list[alt.Tooltip]:
+    """Tooltips of a mean with its bootstrap interval."""
+    interval = f"{confidence:.0%} CI"
+    return [
+        alt.Tooltip("mean:Q", format=f".{digits}f"),
+        alt.Tooltip("ci_low:Q", format=f".{digits}f", title=f"{interval} low"),
+        alt.Tooltip("ci_high:Q", format=f".{digits}f", title=f"{interval} high"),
+    ]
+
+
 def _agent_scale(agents: list[str]) -> alt.Scale:
     """One color per agent, stable across every chart of a study."""
     return alt.Scale(domain=agents, scheme="tableau10" if len(agents) <= 10 else "tableau20")
@@ -261,7 +271,6 @@ def curve_chart(
     first = rows.row(0, named=True)
     data = rows.select("agent", "agent_kind", "step", "mean", "ci_low", "ci_high")
     x = alt.X("step:Q", title="step", scale=alt.Scale(nice=False))
-    interval = f"{confidence:.0%} CI"
     band = (
         alt.Chart(data)
         .mark_area(opacity=0.2)
@@ -287,9 +296,7 @@ def curve_chart(
             tooltip=[
                 alt.Tooltip("agent:N"),
                 alt.Tooltip("step:Q"),
-                alt.Tooltip("mean:Q", format=".4f"),
-                alt.Tooltip("ci_low:Q", format=".4f", title=f"{interval} low"),
-                alt.Tooltip("ci_high:Q", format=".4f", title=f"{interval} high"),
+                *_interval_tooltips(confidence, digits=4),
             ],
         )
     )
@@ -326,7 +333,6 @@ def total_chart(
     order = "descending" if family.higher_is_better[family.episode_metrics.index(metric)] else "ascending"
     y = alt.Y("agent:N", sort=alt.EncodingSortField(field="mean", order=order), title="agent")
     x_title = TOTAL_AXIS_TITLES[metric].format(horizon=horizon)
-    interval = f"{confidence:.0%} CI"
     bars = (
         alt.Chart(data)
         .mark_bar()
@@ -337,9 +343,7 @@ def total_chart(
             tooltip=[
                 alt.Tooltip("agent:N"),
                 alt.Tooltip("agent_kind:N", title="agent kind"),
-                alt.Tooltip("mean:Q", format=".3f"),
-                alt.Tooltip("ci_low:Q", format=".3f", title=f"{interval} low"),
-                alt.Tooltip("ci_high:Q", format=".3f", title=f"{interval} high"),
+                *_interval_tooltips(confidence, digits=3),
             ],
         )
     )
@@ -368,7 +372,6 @@ def overview_chart(summary: pl.DataFrame, family: MetricFamily, agents: list[str
     rows = summary.filter(pl.col("metric").is_in(family.episode_metrics)).sort("environment", "agent")
     first = rows.row(0, named=True)
     data = rows.select("environment", "metric", "agent", "agent_kind", "mean", "ci_low", "ci_high")
-    interval = f"{confidence:.0%} CI"
     y = alt.Y("agent:N", sort=agents, title=None)
     x = alt.X("mean:Q", title=None)
     bars = (
@@ -382,9 +385,7 @@ def overview_chart(summary: pl.DataFrame, family: MetricFamily, agents: list[str
                 alt.Tooltip("environment:N"),
                 alt.Tooltip("metric:N"),
                 alt.Tooltip("agent:N"),
-                alt.Tooltip("mean:Q", format=".3f"),
-                alt.Tooltip("ci_low:Q", format=".3f", title=f"{interval} low"),
-                alt.Tooltip("ci_high:Q", format=".3f", title=f"{interval} high"),
+                *_interval_tooltips(confidence, digits=3),
             ],
         )
     )
@@ -539,15 +540,12 @@ def sweep_chart(
         axis=alt.Axis(values=positions, labelExpr=label, grid=False),
     )
     y = alt.Y("mean:Q", title=y_title, scale=alt.Scale(zero=False))
-    interval = f"{confidence:.0%} CI"
     tooltip = [
         alt.Tooltip("agent:N"),
         alt.Tooltip("probe:N"),
         alt.Tooltip("environment:N"),
         alt.Tooltip("tick:N", title=x_title.split(" (")[0]),
-        alt.Tooltip("mean:Q", format=".3f"),
-        alt.Tooltip("ci_low:Q", format=".3f", title=f"{interval} low"),
-        alt.Tooltip("ci_high:Q", format=".3f", title=f"{interval} high"),
+        *_interval_tooltips(confidence, digits=3),
     ]
     # Bands and points are colored by the fill channel, whose legend is independent (and
     # hidden), so the one agent legend (color: the lines' stroke) shows lines.

@@ -156,24 +156,17 @@ class AdaptationProbe:
         draws (the permutation is applied after them), seen in an alien language.
         """
         config = self.config
+        reason = self.not_applicable(config, trained.kind)
+        if reason is not None:
+            raise UserError(f"probe settings: {reason}")
         if isinstance(trained, TaskPool) and config.permute_labels:
             return TaskPool(self.environment(trained.environment), trained.size, trained.key)
         if trained.kind == "regression":
-            if config.transform != BanditTransform():
-                raise UserError(
-                    "probe settings horizon_factor, prior_alpha, prior_beta, squeeze, permute_labels and "
-                    "switch_at do not apply to regression environments; project_inputs does"
-                )
             return ProjectedRegression(trained) if config.project_inputs else trained
-        if config.project_inputs:
-            raise UserError("probe setting project_inputs applies to regression environments only")
         if trained.kind == "bandit":
             if config.transform == BanditTransform():
                 return trained
             return trained.transformed(config.transform)
-        bandit_only = [name for name in ("prior_alpha", "squeeze") if getattr(config, name) is not None]
-        if bandit_only:
-            raise UserError(f"probe setting {bandit_only[0]} applies to bandit environments only")
         if (config.horizon_factor, config.permute_labels, config.switch_at) == (1, False, None):
             return trained
         return TransformedPrediction(trained, config.horizon_factor, config.permute_labels, config.switch_at)

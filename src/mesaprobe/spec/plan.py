@@ -192,26 +192,30 @@ def serves(component_class: type, environment_class: type) -> bool:
     return environment_class.kind in getattr(component_class, "serves", ())
 
 
-def probe_skip_reason(probe: Component, environment_class: type) -> str | None:
-    """Why a probe the environment's kind is served by still cannot probe it (None: it can)."""
-    from mesaprobe.probes import PROBES
-
-    not_applicable = getattr(PROBES.get(probe.family), "not_applicable", None)
-    return None if not_applicable is None else not_applicable(probe.config, environment_class.kind)
-
-
-def probes(study: Study, environment: Component) -> list[Component]:
-    """The study's probes that serve and apply to ``environment``."""
+def probe_plan(study: Study, environment: Component) -> tuple[list[Component], list[SkippedProbe]]:
+    """The study's probes that play ``environment``, and a note for each probe that serves its
+    kind but whose settings do not apply to it (e.g. relabelled arms on a regression environment)."""
     from mesaprobe.envs import ENVIRONMENTS
     from mesaprobe.probes import PROBES
 
     environment_class = ENVIRONMENTS.get(environment.family)
-    return [
-        probe
-        for probe in study.probes
-        if serves(PROBES.get(probe.family), environment_class)
-        and probe_skip_reason(probe, environment_class) is None
-    ]
+    played, skipped = [], []
+    for probe in study.probes:
+        probe_class = PROBES.get(probe.family)
+        if not serves(probe_class, environment_class):
+            continue
+        not_applicable = getattr(probe_class, "not_applicable", None)
+        reason = None if not_applicable is None else not_applicable(probe.config, environment_class.kind)
+        if reason is None:
+            played.append(probe)
+        else:
+            skipped.append(SkippedProbe(environment.label, probe.label, reason))
+    return played, skipped
+
+
+def probes(study: Study, environment: Component) -> list[Component]:
+    """The study's probes that serve and apply to ``environment``."""
+    return probe_plan(study, environment)[0]
 
 
 def training_blocks(
@@ -283,20 +287,16 @@ def make_plan(study: Study) -> Plan:
                 for seed in study.seeds:
                     run = Run(environment, architecture, resolved_training, training_variant, seed)
                     runs.setdefault(run.id, run)
-    probes_of = {environment.label: probes(study, environment) for environment in study.environments}
-    probe_jobs = [ProbeJob(run, probe) for run in runs.values() for probe in probes_of[run.environment.label]]
+    plans = {environment.label: probe_plan(study, environment) for environment in study.environments}
+    probe_jobs = [ProbeJob(run, probe) for run in runs.values() for probe in plans[run.environment.label][0]]
     baseline_jobs = []
-    skipped = []
+    skipped: list[SkippedBaseline | SkippedProbe] = []
     for environment in study.environments:
         environment_class = ENVIRONMENTS.get(environment.family)
-        for probe in study.probes:
+        played_probes, skipped_probes = plans[environment.label]
+        skipped += skipped_probes
+        for probe in played_probes:
             probe_class = PROBES.get(probe.family)
-            if not serves(probe_class, environment_class):
-                continue
-            reason = probe_skip_reason(probe, environment_class)
-            if reason is not None:
-                skipped.append(SkippedProbe(environment.label, probe.label, reason))
-                continue
             played = None
             for baseline in study.baselines:
                 baseline_class = BASELINES.get(baseline.family)
