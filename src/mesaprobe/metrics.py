@@ -219,3 +219,57 @@ def commitment_episode_metrics(success: Tensor, reward: Tensor, z: Tensor) -> di
         "game_reward": reward.double()[:, None],
         "z_surprisal_bits": surprisal_bits(z)[:, None],
     }
+
+
+# --------------------------------------------------------------------------- inside the frozen learner
+
+#: Quantities of the probes that look inside a frozen learner (``readout``,
+#: ``fitted_learner``, ``in_weights``), defined once.  Their tables
+#: (:mod:`mesaprobe.analysis.inside`) say per row which representation (``layer``) and
+#: which statistic or model (``target``) a value is about, and what its ``index`` counts.
+#: Each maps to (description with unit, what ``index`` counts).
+INSIDE_QUANTITIES: dict[str, tuple[str, str]] = {
+    "readout_r2": (
+        "R^2 on held-out episodes of a ridge read-out of a sufficient statistic (target) of the "
+        "Bayes posterior from a hidden representation (layer) of the trained model",
+        "time step (the representation after the step's input)",
+    ),
+    "readout_r2_untrained": (
+        "readout_r2 of the same architecture with freshly initialised weights (the control: what a "
+        "random network's features make linearly readable without training)",
+        "time step",
+    ),
+    "learning_rate": (
+        "effective learning rate alpha_n of a learner (target): a fitted Rescorla-Wagner / Q-learning "
+        "model alpha_n = alpha_0 / (1 + kappa n)^beta, or Bayes' 1 / (n + a + b) for a Beta(a, b) prior",
+        "pulls n of the arm before the update",
+    ),
+    "fitted_parameter": (
+        "a fitted parameter (target) of a learning model fitted by maximum likelihood to the agent's choices",
+        "none (0)",
+    ),
+    "choice_surprisal_bits": (
+        "-log2 likelihood per choice of the agent's choices under a fitted model (target); lower "
+        "fits better, log2(K) is a uniform guess",
+        "none (0)",
+    ),
+    "in_context_regret": (
+        "the frozen agent's regret per step over the last tenth of its episodes (the level its "
+        "in-context learning reaches), the target the in-weights learner must match",
+        "none (0)",
+    ),
+    "sgd_regret": (
+        "expected regret per step of a memoryless policy fine-tuned by SGD on one task's own "
+        "experience, after index SGD steps (the outer learner doing the inner job)",
+        "SGD steps on the task",
+    ),
+    "sgd_steps_to_match": (
+        "SGD steps the fine-tuned memoryless policy needs to reach the frozen agent's in-context "
+        "regret on the same task (censored: max_steps + 1 when never reached)",
+        "none (0)",
+    ),
+    "sgd_matched_fraction": (
+        "fraction of tasks on which the fine-tuned policy reached the frozen agent's regret within max_steps",
+        "none (0)",
+    ),
+}
