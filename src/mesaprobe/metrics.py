@@ -241,8 +241,9 @@ INSIDE_QUANTITIES: dict[str, tuple[str, str]] = {
     ),
     "learning_rate": (
         "effective learning rate alpha_n of a learner (target): a fitted Rescorla-Wagner / Q-learning "
-        "model alpha_n = alpha_0 / (1 + kappa n)^beta, or Bayes' 1 / (n + a + b) for a Beta(a, b) prior",
-        "pulls n of the arm before the update",
+        "model alpha_n = alpha_0 / (1 + kappa (n - 1))^beta, or Bayes' 1 / (n + a + b) for a Beta(a, b) "
+        "prior (the posterior mean's step towards the n-th reward of an arm; 1 / (n + 2) for a uniform prior)",
+        "pulls n of the arm, counting the pull whose reward is learned from (1, 2, ...)",
     ),
     "fitted_parameter": (
         "a fitted parameter (target) of a learning model fitted by maximum likelihood to the agent's choices",
