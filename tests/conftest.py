@@ -50,4 +50,9 @@ def run_all_jobs(plan, results: Path, resamples: int) -> dict[str, Path]:
                 jobs.probe_job(plan, run.id, job.probe.label, results, "cpu")
     for job in plan.baseline_jobs:
         jobs.baseline_job(plan, job.environment.label, job.probe.label, job.baseline.label, job.seed, results)
-    return collect([results / path for path in plan.table_inputs], results / "tables", resamples=resamples)
+    return collect(
+        [results / path for path in plan.table_inputs],
+        results / "tables",
+        resamples=resamples,
+        inside_paths=[results / path for path in plan.inside_inputs],
+    )

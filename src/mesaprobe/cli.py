@@ -161,20 +161,26 @@ def run_command(arguments: argparse.Namespace) -> int:
     elif arguments.command == "collect":
         from mesaprobe.analysis.tables import collect
 
-        missing = [path for path in plan.table_inputs if not (results / path).exists()]
+        inputs = [*plan.table_inputs, *plan.inside_inputs]
+        missing = [path for path in inputs if not (results / path).exists()]
         if missing:
             raise UserError(
                 f"{results / missing[0]}: probe table not found ({len(missing)} missing); run its job first"
             )
         written = collect(
-            [results / path for path in plan.table_inputs], results / "tables", resamples=arguments.resamples
+            [results / path for path in plan.table_inputs],
+            results / "tables",
+            resamples=arguments.resamples,
+            inside_paths=[results / path for path in plan.inside_inputs],
         )
         print("\n".join(str(path) for path in written.values()))
     elif arguments.command == "chart":
         from mesaprobe.analysis.charts import make_charts
+        from mesaprobe.analysis.inside_charts import inside_views, make_inside_charts
         from mesaprobe.analysis.sweeps import study_sweeps
 
         written = make_charts(results / "tables", results / "charts", study_sweeps(study))
+        written += make_inside_charts(results / "tables", results / "charts", inside_views(study))
         print("\n".join(str(path) for path in written))
     return 0
 

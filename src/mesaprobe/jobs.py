@@ -232,12 +232,19 @@ def identifying_columns(
     }
 
 
-def write_table(rows: pl.DataFrame, columns: dict[str, Any], path: Path) -> Path:
-    from mesaprobe.analysis.tables import PROBE_COLUMNS, write_probe_table
+def write_table(rows: pl.DataFrame, columns: dict[str, Any], path: Path, writes: str = "curves") -> Path:
+    """Write a probe's ``rows`` with the job's identifying ``columns``: a probe table of curves,
+    or an inside table (read-outs and fitted models) when the probe kind ``writes`` one."""
+    if writes == "inside":
+        from mesaprobe.analysis.inside import INSIDE_COLUMNS as schema
+        from mesaprobe.analysis.inside import write_inside_table as write
+    else:
+        from mesaprobe.analysis.tables import PROBE_COLUMNS as schema
+        from mesaprobe.analysis.tables import write_probe_table as write
 
     frame = rows.with_columns(*(pl.lit(value).alias(name) for name, value in columns.items()))
-    frame = frame.select(pl.col(name).cast(dtype) for name, dtype in PROBE_COLUMNS.items())
-    write_probe_table(frame, path)
+    frame = frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
+    write(frame, path)
     return path
 
 
@@ -254,23 +261,28 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
     environment = probed_environment(probe_kind, run.environment, run.seed)
     if environment.kind in ACTING_KINDS:
-        agent = ModelAgent(frozen.model, environment.action_count, policy=job.probe.config.policy)
+        agent = ModelAgent(
+            frozen.model, environment.action_count, policy=getattr(job.probe.config, "policy", "sample")
+        )
     elif environment.kind == "regression":
         agent = ModelRegressor(frozen.model)
     else:
         agent = ModelPredictor(frozen.model)
+    # Inside probes compare with the run's own initial weights: the same architecture untrained.
+    extra = {"untrained": new_model(run, environment).to(device).eval()} if job.writes == "inside" else {}
     rows = probe_kind.run(
         agent,
         environment,
         heldout_key=(heldout_environment_id(probe_kind, run.environment), heldout_id(job.probe), run.seed),
         agent_key=(run.id, heldout_id(job.probe)),
         device=device,
+        **extra,
     )
     frozen.check_unchanged()
     columns = identifying_columns(
         plan, run.environment, job.probe, run.agent, "architecture", run.id, run.seed, run.variant
     )
-    return write_table(rows, columns, results / job.output)
+    return write_table(rows, columns, results / job.output, job.writes)
 
 
 def baseline_job(plan: Plan, environment: str, probe: str, baseline: str, seed: int, results: Path) -> Path:
@@ -316,4 +328,4 @@ def baseline_job(plan: Plan, environment: str, probe: str, baseline: str, seed: 
         job.seed,
         job.environment.variant,
     )
-    return write_table(rows, columns, results / job.output)
+    return write_table(rows, columns, results / job.output, job.writes)

@@ -20,6 +20,13 @@ rule collect:
             category="Tables",
             labels={"table": "totals by setting"},
         ),
+        inside=f"{OUT}/tables/inside.parquet",
+        inside_csv=report(
+            f"{OUT}/tables/inside.csv",
+            caption="../report/inside.rst",
+            category="Tables",
+            labels={"table": "inside the frozen learner"},
+        ),
         provenance=f"{OUT}/tables/tables.json",
     log:
         f"{OUT}/logs/collect.log",
@@ -35,6 +42,7 @@ rule chart:
     input:
         rules.collect.output.curve_bands,
         rules.collect.output.summary,
+        rules.collect.output.inside,
     output:
         chart_reports(),
     log:

@@ -45,25 +45,36 @@ def train_resources(wildcards):
 
 
 def table_inputs():
-    return [f"{OUT}/{path}" for path in PLAN.table_inputs]
+    return [f"{OUT}/{path}" for path in (*PLAN.table_inputs, *PLAN.inside_inputs)]
 
 
 def chart_views():
     """(environment label, kind) per environment, the probes that play each, and the study's sweeps."""
     from mesaprobe.analysis.sweeps import study_sweeps
     from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.spec.plan import probes
+    from mesaprobe.spec.plan import probe_writes, probes
 
     views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in STUDY.environments]
-    played = {env.label: [probe.label for probe in probes(STUDY, env)] for env in STUDY.environments}
+    played = {
+        env.label: [probe.label for probe in probes(STUDY, env) if probe_writes(probe) == "curves"]
+        for env in STUDY.environments
+    }
     return views, played, study_sweeps(STUDY)
+
+
+def inside_chart_stems():
+    """Charts of the inside probes (read-outs, fitted learners, in-weights learning): stem -> chart kind."""
+    from mesaprobe.analysis.inside_charts import inside_chart_stems as stems, inside_views
+
+    return stems(inside_views(STUDY))
 
 
 def chart_outputs():
     """Every chart file; each environment's kind picks its metric family and file names."""
-    from mesaprobe.analysis.charts import chart_files
+    from mesaprobe.analysis.charts import CHART_FORMATS, chart_files
 
-    return [f"{OUT}/charts/{name}" for name in chart_files(*chart_views())]
+    inside = [f"{stem}.{suffix}" for stem in inside_chart_stems() for suffix in CHART_FORMATS]
+    return [f"{OUT}/charts/{name}" for name in (*chart_files(*chart_views()), *inside)]
 
 
 def chart_reports():
@@ -74,7 +85,7 @@ def chart_reports():
     """
     from mesaprobe.analysis.charts import chart_stems
 
-    metric_of_stem = chart_stems(*chart_views())
+    metric_of_stem = {**chart_stems(*chart_views()), **inside_chart_stems()}
     entries = []
     for path in chart_outputs():
         if path.endswith(".html"):

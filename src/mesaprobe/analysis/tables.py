@@ -12,6 +12,9 @@ tables of a study and writes, atomically, into the study's ``tables/`` folder:
   metrics of each group's metric family, summarised the same way;
 * ``total_reward_table.csv``: every agent's family total (``total_reward`` for
   bandits, ``total_logloss_bits`` for sequence prediction) per environment and probe;
+* ``inside.parquet`` and ``inside.csv``: the summary of the study's inside tables
+  (read-outs, fitted learners, in-weights learning; :mod:`mesaprobe.analysis.inside`),
+  empty when the study has no such probe;
 * ``tables.json``: provenance (inputs with sha256, bootstrap settings, versions).
 
 An *agent group* is one curve of the study: (study, environment, variant, probe,
@@ -106,6 +109,8 @@ TABLE_FILES = {
     "summary": "summary.parquet",
     "summary_csv": "summary.csv",
     "total_reward_table": "total_reward_table.csv",  # each family's total (total_table)
+    "inside": "inside.parquet",  # summary of the inside tables (mesaprobe.analysis.inside)
+    "inside_csv": "inside.csv",
     "provenance": "tables.json",
 }
 
@@ -675,15 +680,20 @@ def collect(
     resamples: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    inside_paths: Iterable[str | Path] = (),
 ) -> dict[str, Path]:
-    """Read the probe tables of one study and write its curves, curve bands and summary.
+    """Read the probe tables of one study and write its curves, curve bands and summary,
+    and the summary of its inside tables (``inside_paths``).
 
     Returns the written paths by :data:`TABLE_FILES` key.  Same inputs and settings
     give bit-identical tables.  Raises :class:`ArtifactError` for an unreadable or
     inconsistent probe table (naming the file) and :class:`UserError` for no inputs.
     """
+    from mesaprobe.analysis.inside import INSIDE_SUMMARY_COLUMNS, summarise
+
     paths = sorted({Path(path) for path in probe_paths}, key=str)
-    if not paths:
+    inside_paths = sorted({Path(path) for path in inside_paths}, key=str)
+    if not paths and not inside_paths:
         raise UserError("collect: no probe tables given")
     if resamples < 1:
         raise UserError(f"collect: resamples must be at least 1, got {resamples}")
@@ -700,12 +710,29 @@ def collect(
     del blocks_by_file
     intervals = _bootstrap_groups(groups, resamples, confidence, seed)
 
-    curves = pl.concat([_curves(group) for group in groups])
+    curves = (
+        pl.concat([_curves(group) for group in groups]) if groups else pl.DataFrame(schema=CURVES_COLUMNS)
+    )
     bands_and_summaries = [
         _bands_and_summary(group, interval) for group, interval in zip(groups, intervals, strict=True)
     ]
-    curve_bands = pl.concat([bands for bands, _ in bands_and_summaries])
-    summary = pl.concat([summary for _, summary in bands_and_summaries])
+    curve_bands = (
+        pl.concat([bands for bands, _ in bands_and_summaries])
+        if groups
+        else pl.DataFrame(schema=CURVE_BANDS_COLUMNS)
+    )
+    summary = (
+        pl.concat([summary for _, summary in bands_and_summaries])
+        if groups
+        else pl.DataFrame(schema=SUMMARY_COLUMNS)
+    )
+    inside = (
+        summarise(inside_paths, resamples, confidence, seed)
+        if inside_paths
+        else pl.DataFrame(schema=INSIDE_SUMMARY_COLUMNS)
+    )
+    if not studies:
+        studies = inside["study"].unique().to_list()
 
     out_dir = Path(out_dir)
     written = {key: out_dir / name for key, name in TABLE_FILES.items()}
@@ -716,11 +743,15 @@ def collect(
         summary.write_csv(temporary)
     with atomic_path(written["total_reward_table"]) as temporary:
         total_table(summary).write_csv(temporary)
+    with atomic_path(written["inside"]) as temporary:
+        inside.write_parquet(temporary)
+    with atomic_path(written["inside_csv"]) as temporary:
+        inside.write_csv(temporary)
     write_json(
         written["provenance"],
         {
             "study": studies[0],
-            "inputs": [{"path": str(path), "sha256": sha256_file(path)} for path in paths],
+            "inputs": [{"path": str(path), "sha256": sha256_file(path)} for path in [*paths, *inside_paths]],
             "resamples": resamples,
             "confidence": confidence,
             "seed": seed,

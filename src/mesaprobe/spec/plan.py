@@ -93,6 +93,10 @@ class ProbeJob:
     def output(self) -> str:
         return f"probes/{self.run.id}/{self.probe.id}.parquet"
 
+    @property
+    def writes(self) -> str:
+        return probe_writes(self.probe)
+
 
 @dataclass(frozen=True)
 class BaselineJob:
@@ -106,6 +110,10 @@ class BaselineJob:
     @property
     def output(self) -> str:
         return f"baselines/{self.environment.id}/{self.probe.id}/{self.baseline.id}-s{self.seed}.parquet"
+
+    @property
+    def writes(self) -> str:
+        return probe_writes(self.probe)
 
 
 @dataclass(frozen=True)
@@ -152,8 +160,13 @@ class Plan:
 
     @property
     def table_inputs(self) -> list[str]:
-        """Every probe and baseline table the collect step reads."""
-        return [job.output for job in self.probe_jobs] + [job.output for job in self.baseline_jobs]
+        """Every probe and baseline table of curves (adaptation-like probes) the collect step reads."""
+        return [job.output for job in (*self.probe_jobs, *self.baseline_jobs) if job.writes == "curves"]
+
+    @property
+    def inside_inputs(self) -> list[str]:
+        """Every inside table (:mod:`mesaprobe.analysis.inside`) the collect step reads."""
+        return [job.output for job in (*self.probe_jobs, *self.baseline_jobs) if job.writes == "inside"]
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -186,6 +199,14 @@ class Plan:
                 for job in self.baseline_jobs
             ],
         }
+
+
+def probe_writes(probe: Component) -> str:
+    """What a probe's jobs write: ``curves`` (per-episode step metrics, :mod:`mesaprobe.analysis.tables`)
+    or ``inside`` (read-outs and fitted models, :mod:`mesaprobe.analysis.inside`)."""
+    from mesaprobe.probes import PROBES
+
+    return getattr(PROBES.get(probe.family), "writes", "curves")
 
 
 def serves(component_class: type, environment_class: type) -> bool:
@@ -297,6 +318,8 @@ def make_plan(study: Study) -> Plan:
         skipped += skipped_probes
         for probe in played_probes:
             probe_class = PROBES.get(probe.family)
+            if not getattr(probe_class, "plays_baselines", True):
+                continue  # e.g. read-outs of hidden states, which baselines do not have
             played = None
             for baseline in study.baselines:
                 baseline_class = BASELINES.get(baseline.family)

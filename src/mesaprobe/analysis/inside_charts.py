@@ -1,0 +1,300 @@
+"""Charts of the inside tables: what a frozen learner computes.
+
+Drawn from ``inside.parquet`` (:func:`mesaprobe.analysis.inside.summarise`), one chart of
+each kind an inside probe kind declares (its ``charts`` attribute) per (environment,
+probe) that plays it, named ``<chart>_<environment>_<probe>``:
+
+* ``readout_r2``: heat maps of the held-out R^2 of ridge read-outs, time step across,
+  layer down, one panel per (statistic, agent), trained models beside their untrained
+  controls (the same architecture at its initial weights);
+* ``learning_rate``: the fitted effective learning rate alpha_n of a Rescorla-Wagner /
+  Q-learning model per pull count n, one line per agent with its band, Bayes'
+  1 / (n + a + b) dashed in black;
+* ``choice_surprisal_bits``: bits per choice of each agent's choices under each fitted
+  model (lower fits better), bars with intervals;
+* ``sgd_regret``: the expected regret per step of a memoryless policy fine-tuned by SGD
+  on each task's own pulls, against SGD steps, one line per agent (its in-context
+  regret as a horizontal rule of the same colour);
+* ``sgd_steps_to_match``: SGD steps the fine-tuned policy needs to reach each agent's
+  in-context regret, bars with intervals.
+
+Every value is the mean over seeds with the two-level (seeds x episode replicates)
+bootstrap interval of the summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import altair as alt
+import polars as pl
+
+from mesaprobe.analysis.charts import _WIDTH, _agent_color, save_chart, slugify
+from mesaprobe.analysis.inside import INSIDE_SUMMARY_COLUMNS
+from mesaprobe.analysis.tables import AGENT_KINDS, TABLE_FILES, read_table
+from mesaprobe.artifacts import read_json
+from mesaprobe.errors import ArtifactError
+
+#: One (environment label, probe label, chart kinds) per inside probe that plays an environment.
+InsideView = tuple[str, str, tuple[str, ...]]
+
+
+def inside_views(study) -> list[InsideView]:
+    """The inside probes of a study, per environment they play, with the chart kinds each draws."""
+    from mesaprobe.probes import PROBES
+    from mesaprobe.spec.plan import probe_writes, probes
+
+    return [
+        (environment.label, probe.label, tuple(getattr(PROBES.get(probe.family), "charts", ())))
+        for environment in study.environments
+        for probe in probes(study, environment)
+        if probe_writes(probe) == "inside"
+    ]
+
+
+def inside_chart_stem(chart: str, environment: str, probe: str) -> str:
+    """File name (without suffix) of one inside chart.
+
+    >>> inside_chart_stem("readout_r2", "bandit2", "readout")
+    'readout_r2_bandit2_readout'
+    """
+    return "_".join([chart, slugify(environment), slugify(probe)])
+
+
+def inside_chart_stems(views: list[InsideView]) -> dict[str, str]:
+    """Every inside chart: stem -> chart kind (which names its report caption)."""
+    return {
+        inside_chart_stem(chart, environment, probe): chart
+        for environment, probe, charts in views
+        for chart in charts
+    }
+
+
+def _agents(rows: pl.DataFrame) -> list[str]:
+    """Agents in table order: architectures first, then baselines, each alphabetical."""
+    ranked = rows.select(
+        "agent",
+        pl.col("agent_kind").replace_strict({k: r for r, k in enumerate(AGENT_KINDS)}, return_dtype=pl.Int64),
+    )
+    return ranked.unique().sort("agent_kind", "agent")["agent"].unique(maintain_order=True).to_list()
+
+
+def _interval_text(confidence: float) -> str:
+    return f"{round(confidence * 100)}% interval"
+
+
+def _tooltips(confidence: float) -> list[alt.Tooltip]:
+    return [
+        alt.Tooltip("mean:Q", format=".3f"),
+        alt.Tooltip("ci_low:Q", format=".3f", title=f"{_interval_text(confidence)} low"),
+        alt.Tooltip("ci_high:Q", format=".3f", title=f"{_interval_text(confidence)} high"),
+        alt.Tooltip("seeds:Q"),
+    ]
+
+
+def _subtitle(rows: pl.DataFrame, confidence: float) -> str:
+    seeds = sorted(rows["seeds"].unique().to_list())
+    replicates = sorted(rows["replicates"].unique().to_list())
+    seed_text = (
+        "-".join(str(value) for value in (seeds[0], seeds[-1])) if seeds[0] != seeds[-1] else str(seeds[0])
+    )
+    return (
+        f"mean over {seed_text} seeds; bands/bars: {_interval_text(confidence)} "
+        f"(two-level bootstrap over seeds and {max(replicates)} episode resamples per seed)"
+    )
+
+
+def readout_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopLevelMixin:
+    """Heat maps of read-out R^2: step across, layer down; a panel per statistic and (agent, trained or not)."""
+    data = rows.filter(pl.col("quantity").is_in(["readout_r2", "readout_r2_untrained"])).with_columns(
+        model=pl.when(pl.col("quantity") == "readout_r2")
+        .then(pl.col("agent"))
+        .otherwise(pl.col("agent") + " (untrained)")
+    )
+    models = [
+        name
+        for agent in _agents(data)
+        for name in (agent, f"{agent} (untrained)")
+        if name in set(data["model"])
+    ]
+    steps = int(data["index"].max())  # type: ignore[arg-type]
+    cell_width = max(2, min(12, 360 // max(steps, 1)))
+    return (
+        alt.Chart(data.to_pandas())
+        .mark_rect()
+        .encode(
+            x=alt.X(
+                "index:O",
+                title="time step",
+                axis=alt.Axis(values=list(range(0, steps + 1, max(1, steps // 10)))),
+            ),
+            y=alt.Y("layer:N", title="layer"),
+            color=alt.Color(
+                "mean:Q",
+                title="held-out R^2",
+                scale=alt.Scale(domain=[0, 1], clamp=True, scheme="viridis"),
+            ),
+            tooltip=[
+                "model:N",
+                "target:N",
+                "layer:N",
+                alt.Tooltip("index:Q", title="step"),
+                *_tooltips(confidence),
+            ],
+        )
+        .properties(width=cell_width * steps, height=60)
+        .facet(
+            row=alt.Row("target:N", title="statistic"),
+            column=alt.Column("model:N", title=None, sort=models),
+        )
+        .properties(title=alt.TitleParams(title, subtitle=_subtitle(data, confidence)))
+    )
+
+
+def learning_rate_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopLevelMixin:
+    """Fitted learning rate per pull count, a line per agent with its band; Bayes dashed in black."""
+    fitted = rows.filter((pl.col("quantity") == "learning_rate") & (pl.col("target") != "bayes"))
+    bayes = (
+        rows.filter((pl.col("quantity") == "learning_rate") & (pl.col("target") == "bayes"))
+        .group_by("index")
+        .agg(pl.col("mean").first())
+        .sort("index")
+    )
+    agents = _agents(fitted)
+    base = alt.Chart(fitted.to_pandas()).encode(
+        x=alt.X(
+            "index:Q",
+            title="pulls n of the arm (counting the pull learned from)",
+            scale=alt.Scale(type="log"),
+        ),
+        color=_agent_color(agents, legend=True),
+    )
+    band = base.mark_area(opacity=0.2).encode(y="ci_low:Q", y2="ci_high:Q")
+    line = base.mark_line().encode(
+        y=alt.Y("mean:Q", title="effective learning rate alpha_n", scale=alt.Scale(type="log")),
+        tooltip=["agent:N", alt.Tooltip("index:Q", title="n"), *_tooltips(confidence)],
+    )
+    reference = (
+        alt.Chart(bayes.to_pandas())
+        .mark_line(color="black", strokeDash=[6, 3])
+        .encode(
+            x="index:Q", y="mean:Q", tooltip=[alt.Tooltip("mean:Q", title="Bayes 1/(n+a+b)", format=".3f")]
+        )
+    )
+    return (band + line + reference).properties(
+        width=_WIDTH,
+        height=360,
+        title=alt.TitleParams(
+            title, subtitle=[_subtitle(fitted, confidence), "black dashed: Bayes 1 / (n + a + b)"]
+        ),
+    )
+
+
+def _bars(rows: pl.DataFrame, confidence: float, title: str, x_title: str, group: str, group_title: str):
+    """Bars of ``mean`` per agent, grouped by ``group``, with interval whiskers."""
+    agents = _agents(rows)
+    base = alt.Chart(rows.to_pandas()).encode(
+        y=alt.Y("agent:N", title=None, sort=agents),
+        color=_agent_color(agents, legend=False),
+    )
+    bars = base.mark_bar().encode(
+        x=alt.X("mean:Q", title=x_title),
+        tooltip=["agent:N", f"{group}:N", *_tooltips(confidence)],
+    )
+    whiskers = base.mark_rule(color="black").encode(x="ci_low:Q", x2="ci_high:Q")
+    return (
+        (bars + whiskers)
+        .properties(width=_WIDTH // 2, height=alt.Step(18))
+        .facet(row=alt.Row(f"{group}:N", title=group_title))
+        .properties(title=alt.TitleParams(title, subtitle=_subtitle(rows, confidence)))
+    )
+
+
+def choice_surprisal_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopLevelMixin:
+    data = rows.filter(pl.col("quantity") == "choice_surprisal_bits")
+    return _bars(
+        data,
+        confidence,
+        title,
+        "bits per choice (lower: the model explains the choices better)",
+        "target",
+        "fitted model",
+    )
+
+
+def sgd_regret_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopLevelMixin:
+    """SGD regret curves per agent and initialisation, the agent's in-context regret as a rule."""
+    curves = rows.filter(pl.col("quantity") == "sgd_regret")
+    targets = rows.filter(pl.col("quantity") == "in_context_regret")
+    agents = _agents(rows)
+    color = _agent_color(agents, legend=True)
+    base = alt.Chart(curves.to_pandas()).encode(
+        x=alt.X("index:Q", title="SGD steps on the task (one pull each)"),
+        color=color,
+        strokeDash=alt.StrokeDash("target:N", title="initial weights"),
+    )
+    band = base.mark_area(opacity=0.15).encode(y="ci_low:Q", y2="ci_high:Q")
+    line = base.mark_line().encode(
+        y=alt.Y("mean:Q", title="expected regret per step"),
+        tooltip=["agent:N", "target:N", alt.Tooltip("index:Q", title="SGD steps"), *_tooltips(confidence)],
+    )
+    rules = (
+        alt.Chart(targets.to_pandas())
+        .mark_rule(strokeWidth=2, opacity=0.7)
+        .encode(y="mean:Q", color=color, tooltip=["agent:N", *_tooltips(confidence)])
+    )
+    return (band + line + rules).properties(
+        width=_WIDTH,
+        height=360,
+        title=alt.TitleParams(
+            title,
+            subtitle=[_subtitle(curves, confidence), "horizontal rules: each agent's in-context regret"],
+        ),
+    )
+
+
+def steps_to_match_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopLevelMixin:
+    data = rows.filter(pl.col("quantity") == "sgd_steps_to_match")
+    return _bars(
+        data,
+        confidence,
+        title,
+        "SGD steps to reach the agent's in-context regret",
+        "target",
+        "initial weights",
+    )
+
+
+#: Chart kind -> (what it draws, title prefix).
+INSIDE_CHARTS: dict[str, tuple[Callable[[pl.DataFrame, float, str], alt.TopLevelMixin], str]] = {
+    "readout_r2": (readout_chart, "Read-out R^2 of posterior statistics"),
+    "learning_rate": (learning_rate_chart, "Fitted learning rate per pull"),
+    "choice_surprisal_bits": (choice_surprisal_chart, "Choices under fitted learning models"),
+    "sgd_regret": (sgd_regret_chart, "In-weights SGD on each task vs in-context learning"),
+    "sgd_steps_to_match": (steps_to_match_chart, "SGD steps to match in-context learning"),
+}
+
+
+def make_inside_charts(tables_dir: str | Path, charts_dir: str | Path, views: list[InsideView]) -> list[Path]:
+    """Draw every inside chart of ``views`` from ``inside.parquet``; return the files written.
+
+    Raises :class:`ArtifactError` when the table is missing or has no rows for a view.
+    """
+    if not views:
+        return []
+    tables_dir = Path(tables_dir)
+    summary = read_table(tables_dir / TABLE_FILES["inside"], INSIDE_SUMMARY_COLUMNS)
+    confidence = read_json(tables_dir / TABLE_FILES["provenance"]).get("confidence", 0.95)
+    written = []
+    for environment, probe, charts in views:
+        rows = summary.filter((pl.col("environment") == environment) & (pl.col("probe") == probe))
+        for chart in charts:
+            if chart not in INSIDE_CHARTS:
+                raise ValueError(f"unknown inside chart {chart!r}; known: {', '.join(INSIDE_CHARTS)}")
+            draw, prefix = INSIDE_CHARTS[chart]
+            if rows.height == 0:
+                raise ArtifactError(tables_dir / TABLE_FILES["inside"], f"no rows for {environment}/{probe}")
+            drawn = draw(rows, confidence, f"{prefix}: {environment}, {probe}")
+            written += save_chart(drawn, charts_dir, inside_chart_stem(chart, environment, probe))
+    return written

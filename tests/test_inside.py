@@ -1,0 +1,113 @@
+"""Inside tables: episode-bootstrap replicates, validation, and the two-level summary."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from mesaprobe.analysis.inside import (
+    INSIDE_COLUMNS,
+    INSIDE_SUMMARY_COLUMNS,
+    episode_bootstrap_weights,
+    read_inside_table,
+    rows_frame,
+    summarise,
+    two_level_replicate_bootstrap,
+    write_inside_table,
+)
+from mesaprobe.analysis.tables import collect
+from mesaprobe.errors import ArtifactError
+
+
+def test_episode_bootstrap_weights_are_resamples_of_every_episode():
+    weights = episode_bootstrap_weights(50, 400, torch.Generator().manual_seed(3))
+    assert weights.shape == (401, 50)
+    assert torch.equal(weights[0], torch.ones(50, dtype=torch.float64))
+    assert torch.equal(weights.sum(dim=1), torch.full((401,), 50.0, dtype=torch.float64))
+    # Each episode is drawn Binomial(50, 1/50) times: mean 1, variance 0.98; over 400 x 50
+    # draws the mean weight is 1 within 5 sigma = 5 * sqrt(0.98 / 20000) = 0.035.
+    assert abs(weights[1:].mean().item() - 1.0) < 0.035
+    again = episode_bootstrap_weights(50, 400, torch.Generator().manual_seed(3))
+    assert torch.equal(weights, again)
+
+
+def test_two_level_bootstrap_of_constant_replicates_is_the_seed_bootstrap():
+    # Replicates equal to each seed's estimate: only the seed level varies.
+    estimates = np.array([[1.0], [2.0], [3.0]])
+    replicates = np.repeat(estimates[:, None, :], 10, axis=1)  # (S, R, F)
+    mean, low, high = two_level_replicate_bootstrap(
+        estimates, replicates, 4000, 0.90, np.random.default_rng(0)
+    )
+    assert mean[0] == 2.0
+    # Means of 3 seeds drawn from {1, 2, 3}: P(1) = 1/27 = 3.7% < 5% < P(<= 4/3) = 4/27, so the
+    # 90% interval is [4/3, 8/3] (148 of 4000 resamples expected at 1, 4 sigma from 200).
+    assert low[0] == pytest.approx(4 / 3) and high[0] == pytest.approx(8 / 3)
+
+
+def test_two_level_bootstrap_of_one_seed_is_its_replicate_spread():
+    rng = np.random.default_rng(1)
+    replicates = rng.normal(5.0, 2.0, size=(1, 2000, 1))
+    mean, low, high = two_level_replicate_bootstrap(
+        np.array([[5.0]]), replicates, 20000, 0.95, np.random.default_rng(2)
+    )
+    assert mean[0] == 5.0
+    # One seed: the interval is the replicates' own 2.5% and 97.5% quantiles (+-1.96 sigma = 3.92),
+    # up to the quantile error of 2000 normal draws (~0.15 at those tails).
+    assert abs(low[0] - (5.0 - 3.92)) < 0.3 and abs(high[0] - (5.0 + 3.92)) < 0.3
+
+
+def _table(seed: int, values: np.ndarray, agent: str = "gru") -> pl.DataFrame:
+    rows = rows_frame("readout_r2", values, index=[2, 3], layer="layer1", target="successes")
+    identifying = {
+        "study": "s",
+        "environment": "bandit2",
+        "variant": "",
+        "probe": "readout",
+        "agent": agent,
+        "agent_kind": "architecture",
+        "run": f"{agent}-s{seed}",
+        "seed": seed,
+    }
+    return rows.with_columns(*(pl.lit(value).alias(name) for name, value in identifying.items())).select(
+        pl.col(name).cast(dtype) for name, dtype in INSIDE_COLUMNS.items()
+    )
+
+
+def test_summary_is_the_mean_of_seed_estimates_with_an_interval(tmp_path):
+    paths = []
+    for seed, level in ((0, 0.5), (1, 0.7)):
+        values = np.array([[level, level + 0.1], [level - 0.05, level], [level + 0.05, level + 0.2]])
+        paths.append(write_inside_table(_table(seed, values), tmp_path / f"s{seed}.parquet"))
+    summary = summarise(paths, resamples=500)
+    assert summary.schema == pl.Schema(INSIDE_SUMMARY_COLUMNS)
+    assert summary["index"].to_list() == [2, 3]
+    assert summary["mean"].to_list() == pytest.approx([0.6, 0.7])
+    assert summary["seeds"].to_list() == [2, 2] and summary["replicates"].to_list() == [2, 2]
+    # Every resample averages two of the four replicates of a step: the interval lies within
+    # their extremes, e.g. step 2: replicates 0.45, 0.55 (seed 0) and 0.65, 0.75 (seed 1).
+    assert 0.45 - 1e-12 <= summary["ci_low"][0] <= summary["ci_high"][0] <= 0.75 + 1e-12
+
+
+def test_inside_tables_are_validated(tmp_path):
+    frame = _table(0, np.ones((2, 2)))
+    with pytest.raises(ValueError, match="unknown quantity"):
+        write_inside_table(frame.with_columns(quantity=pl.lit("r_squared")), tmp_path / "a.parquet")
+    with pytest.raises(ValueError, match="repeats a replicate"):
+        write_inside_table(pl.concat([frame, frame]), tmp_path / "b.parquet")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        write_inside_table(frame.with_columns(value=pl.lit(float("nan"))), tmp_path / "c.parquet")
+    assert not any(tmp_path.iterdir())  # nothing half-written
+    (tmp_path / "d.parquet").write_text("not parquet")
+    with pytest.raises(ArtifactError, match=r"d\.parquet"):
+        read_inside_table(tmp_path / "d.parquet")
+
+
+def test_collect_of_inside_tables_only_writes_empty_curves(tmp_path):
+    path = write_inside_table(_table(0, np.ones((3, 2))), tmp_path / "probe.parquet")
+    written = collect([], tmp_path / "tables", resamples=50, inside_paths=[path])
+    assert pl.read_parquet(written["curve_bands"]).height == 0
+    inside = pl.read_parquet(written["inside"])
+    assert inside["mean"].to_list() == [1.0, 1.0] and inside["ci_low"].to_list() == [1.0, 1.0]
+    assert pl.read_csv(written["inside_csv"]).height == 2
