@@ -345,3 +345,25 @@ baselines: [random, ridge]
     played = {env.label: [probe.label for probe in probes(study, env)] for env in study.environments}
     written = make_charts(results / "tables", results / "charts")
     assert sorted(path.name for path in written) == sorted(chart_files(views, played))
+
+
+def test_an_architecture_may_play_some_environments_only(tmp_path):
+    def restrict(data):
+        data["environments"]["bandit3"] = {"family": "bernoulli_bandit", "arms": 3, "horizon": 8}
+        data["architectures"]["memoryless"]["environments"] = ["bandit3"]
+
+    plan = make_plan(load_study(mutated(tmp_path, restrict)))
+    pairs = {(run.environment.name, run.architecture.name) for run in plan.runs}
+    assert ("bandit3", "memoryless") in pairs and ("bandit2", "memoryless") not in pairs
+    assert ("bandit2", "gru") in pairs and ("bandit3", "gru") in pairs
+    unrestricted = make_plan(load_study(write(tmp_path, TINY_STUDY, "tiny.yaml")))
+    kept = {run.id for run in unrestricted.runs if run.environment.name == "bandit2"} - {
+        run.id for run in unrestricted.runs if run.architecture.name == "memoryless"
+    }
+    assert kept <= {run.id for run in plan.runs}  # restricting one architecture changes no other id
+
+    def unknown(data):
+        data["architectures"]["gru"]["environments"] = ["bandit9"]
+
+    with pytest.raises(SpecError, match=r"architectures\.gru\.environments: expected a non-empty list"):
+        load_study(mutated(tmp_path, unknown))

@@ -295,6 +295,10 @@ def make_plan(study: Study) -> Plan:
     for environment in study.environments:
         kind = ENVIRONMENTS.get(environment.family).kind
         for architecture in study.architectures:
+            if environment.name not in study.architecture_environments.get(
+                architecture.label, (environment.name,)
+            ):
+                continue  # architectures.<name>.environments leaves this environment out
             for training, training_variant in study.trainings:
                 resolved_training = with_overrides(study, architecture, training, environment)
                 if resolved_training.algorithm not in ALGORITHMS_FOR_KIND[kind]:

@@ -110,6 +110,9 @@ class Study:
     e.g. ``algorithm: predict`` for the prediction environments of a study that also has bandits."""
     probes: tuple[Component, ...]
     baselines: tuple[Component, ...]
+    architecture_environments: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    """Architecture label -> the environments (names) it is trained on and probed on
+    (``architectures.<name>.environments``); an architecture not listed plays every environment."""
 
 
 def read_yaml(path: Path) -> Any:
@@ -238,6 +241,7 @@ def load_study(path: str | Path) -> Study:
     trainings: dict[str, tuple[TrainingConfig, str]] = {}
     overrides: dict[str, dict[str, Any]] = {}
     environment_overrides: dict[str, dict[str, Any]] = {}
+    architecture_environments: dict[str, tuple[str, ...]] = {}
     baselines: dict[str, Component] = {}
     for expanded, point in grid_points(data, path):
 
@@ -269,6 +273,17 @@ def load_study(path: str | Path) -> Study:
             override = block.get("training") or {}
             build(TrainingConfig, override, key=f"{key}.training", file=str(path))  # types, unknown keys
             overrides.setdefault(component.label, dict(override))
+            if "environments" in block:
+                names = block["environments"]
+                known = list(expanded["environments"])
+                if not isinstance(names, list) or not names or any(name not in known for name in names):
+                    raise SpecError(
+                        path,
+                        f"{key}.environments",
+                        f"expected a non-empty list of this study's environment names ({', '.join(known)}), "
+                        f"got {names!r}",
+                    )
+                architecture_environments.setdefault(component.label, tuple(names))
         for name, block in (expanded.get("probes") or {"adaptation": {"kind": "adaptation"}}).items():
             component = make_component(
                 PROBES, "kind", block, f"probes.{name}", name, path, variant(f"probes.{name}.")
@@ -296,6 +311,7 @@ def load_study(path: str | Path) -> Study:
         environment_training_overrides=environment_overrides,
         probes=tuple(probes.values()),
         baselines=tuple(baselines.values()),
+        architecture_environments=architecture_environments,
     )
 
 
@@ -308,7 +324,7 @@ def make_component(
     except UnknownName as error:
         raise SpecError(path, f"{key}.{selector}", str(error)) from None
     drop = {
-        "architecture family": (selector, "training"),
+        "architecture family": (selector, "training", "environments"),
         "environment family": (selector, "task_pool", "training"),
     }.get(registry.axis, (selector,))
     config = build(family_class.Config, block, key=key, file=str(path), drop=drop)
