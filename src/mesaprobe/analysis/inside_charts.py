@@ -207,6 +207,7 @@ def _bars(rows: pl.DataFrame, confidence: float, title: str, x_title: str, group
         (bars + whiskers)
         .properties(width=_WIDTH // 2, height=alt.Step(18))
         .facet(row=alt.Row(f"{group}:N", title=group_title))
+        .resolve_scale(y="independent")
         .properties(title=alt.TitleParams(title, subtitle=_subtitle(rows, confidence)))
     )
 
@@ -224,33 +225,47 @@ def choice_surprisal_chart(rows: pl.DataFrame, confidence: float, title: str) ->
 
 
 def sgd_regret_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopLevelMixin:
-    """SGD regret curves per agent and initialisation, the agent's in-context regret as a rule."""
+    """SGD regret curves, each agent's in-context regret as a rule of its colour.
+
+    SGD from fresh weights plays the same tasks with the same luck whichever agent is probed
+    (it depends on the held-out tasks only), so it is one black line; SGD from a memoryless
+    agent's own weights (e.g. a Reptile meta-initialisation) is a dashed line in its colour.
+    """
     curves = rows.filter(pl.col("quantity") == "sgd_regret")
     targets = rows.filter(pl.col("quantity") == "in_context_regret")
     agents = _agents(rows)
     color = _agent_color(agents, legend=True)
-    base = alt.Chart(curves.to_pandas()).encode(
-        x=alt.X("index:Q", title="SGD steps on the task (one pull each)"),
-        color=color,
-        strokeDash=alt.StrokeDash("target:N", title="initial weights"),
-    )
-    band = base.mark_area(opacity=0.15).encode(y="ci_low:Q", y2="ci_high:Q")
-    line = base.mark_line().encode(
-        y=alt.Y("mean:Q", title="expected regret per step"),
-        tooltip=["agent:N", "target:N", alt.Tooltip("index:Q", title="SGD steps"), *_tooltips(confidence)],
-    )
-    rules = (
+    fresh = curves.filter((pl.col("target") == "fresh_init") & (pl.col("agent") == _agents(curves)[0]))
+    own = curves.filter(pl.col("target") == "own_init")
+    x = alt.X("index:Q", title="SGD steps on the task (one pull each)")
+    y = alt.Y("mean:Q", title="expected regret per step")
+    fresh_base = alt.Chart(fresh.to_pandas()).encode(x=x)
+    layers = [
+        fresh_base.mark_area(opacity=0.15, color="black").encode(y="ci_low:Q", y2="ci_high:Q"),
+        fresh_base.mark_line(color="black").encode(
+            y=y, tooltip=[alt.Tooltip("index:Q", title="SGD steps"), *_tooltips(confidence)]
+        ),
+    ]
+    if own.height:
+        own_base = alt.Chart(own.to_pandas()).encode(x=x, color=color)
+        layers += [
+            own_base.mark_area(opacity=0.15).encode(y="ci_low:Q", y2="ci_high:Q"),
+            own_base.mark_line(strokeDash=[6, 3]).encode(
+                y=y, tooltip=["agent:N", alt.Tooltip("index:Q", title="SGD steps"), *_tooltips(confidence)]
+            ),
+        ]
+    layers.append(
         alt.Chart(targets.to_pandas())
         .mark_rule(strokeWidth=2, opacity=0.7)
         .encode(y="mean:Q", color=color, tooltip=["agent:N", *_tooltips(confidence)])
     )
-    return (band + line + rules).properties(
-        width=_WIDTH,
-        height=360,
-        title=alt.TitleParams(
-            title,
-            subtitle=[_subtitle(curves, confidence), "horizontal rules: each agent's in-context regret"],
-        ),
+    notes = [
+        _subtitle(curves, confidence),
+        "black: SGD from fresh weights; dashed: from the agent's own (memoryless) weights;",
+        "horizontal rules: each agent's in-context regret on the same tasks",
+    ]
+    return alt.layer(*layers).properties(
+        width=_WIDTH, height=360, title=alt.TitleParams(title, subtitle=notes)
     )
 
 

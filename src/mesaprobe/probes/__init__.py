@@ -2,6 +2,8 @@
 
 from mesaprobe.probes.adaptation import AdaptationProbe
 from mesaprobe.probes.commitment import CommitmentProbe
+from mesaprobe.probes.in_weights import InWeightsProbe
+from mesaprobe.probes.readout import ReadoutProbe
 from mesaprobe.probes.window import WindowProbe
 from mesaprobe.registry import Registry
 
@@ -9,5 +11,7 @@ PROBES: Registry[type] = Registry("probe kind")
 PROBES.register("adaptation")(AdaptationProbe)
 PROBES.register("commitment")(CommitmentProbe)
 PROBES.register("window")(WindowProbe)
+PROBES.register("in_weights")(InWeightsProbe)
+PROBES.register("readout")(ReadoutProbe)
 
 __all__ = ["PROBES"]

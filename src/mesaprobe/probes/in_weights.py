@@ -255,6 +255,8 @@ class InWeightsProbe:
     serves: ClassVar[tuple[str, ...]] = ("bandit",)
     writes: ClassVar[str] = "inside"
     plays_baselines: ClassVar[bool] = True
+    #: Its charts (mesaprobe.analysis.inside_charts).
+    charts: ClassVar[tuple[str, ...]] = ("sgd_regret", "sgd_steps_to_match")
 
     def __init__(self, config: InWeightsConfig):
         self.config = config

@@ -144,6 +144,8 @@ class ReadoutProbe:
     serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction")
     writes: ClassVar[str] = "inside"
     plays_baselines: ClassVar[bool] = False
+    #: Its charts (mesaprobe.analysis.inside_charts).
+    charts: ClassVar[tuple[str, ...]] = ("readout_r2",)
 
     def __init__(self, config: ReadoutConfig):
         self.config = config
