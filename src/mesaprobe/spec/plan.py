@@ -21,11 +21,14 @@ from mesaprobe.train.config import TrainingConfig
 
 #: Training algorithms that fit each kind of environment.
 ALGORITHMS_FOR_KIND = {
-    "bandit": ("a2c", "ppo"),
+    "bandit": ("a2c", "ppo", "reptile"),
     "commitment": ("a2c", "ppo"),
     "prediction": ("predict",),
     "regression": ("regress",),
 }
+
+#: Training algorithms that fit only some architecture families (the others fit every family).
+ARCHITECTURES_FOR_ALGORITHM = {"reptile": ("memoryless",)}
 
 #: Training settings that change where or how often work happens, not what is learned.
 OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every")
@@ -47,10 +50,13 @@ class Run:
 
     @functools.cached_property
     def resolved(self) -> dict[str, Any]:
+        # Settings added after results were recorded leave ids unchanged at their default.
+        defaults = TrainingConfig()
         training = {
             key: value
             for key, value in as_dict(self.training).items()
             if key not in OPERATIONAL_TRAINING_KEYS
+            and not (key in TrainingConfig.id_neutral_defaults and value == getattr(defaults, key))
         }
         return {
             "environment": self.environment.resolved,
@@ -308,6 +314,15 @@ def make_plan(study: Study) -> Plan:
                         ".algorithm",
                         f"environment {environment.name!r} ({kind}) is trained with one of: "
                         f"{', '.join(ALGORITHMS_FOR_KIND[kind])}; got {resolved_training.algorithm!r}",
+                    )
+                families = ARCHITECTURES_FOR_ALGORITHM.get(resolved_training.algorithm)
+                if families is not None and architecture.family not in families:
+                    raise SpecError(
+                        study.file,
+                        f"{setting_owner(training_blocks(study, architecture, environment), 'algorithm')}"
+                        ".algorithm",
+                        f"{resolved_training.algorithm} trains only the {', '.join(families)} architecture; "
+                        f"architecture {architecture.name!r} is {architecture.family}",
                     )
                 for seed in study.seeds:
                     run = Run(environment, architecture, resolved_training, training_variant, seed)

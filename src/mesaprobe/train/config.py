@@ -3,22 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from mesaprobe.spec.settings import SettingError
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    algorithm: Literal["a2c", "ppo", "predict", "regress"] = "a2c"
+    algorithm: Literal["a2c", "ppo", "predict", "regress", "reptile"] = "a2c"
     """Learning algorithm. a2c: advantage actor-critic over whole episodes; ppo: proximal
     policy optimisation (clipped surrogate, GAE) over whole episodes; predict: log-loss
     training of a next-symbol predictor (prediction environments); regress: squared-error
-    training of an in-context regressor (regression environments)."""
+    training of an in-context regressor (regression environments); reptile: first-order
+    meta-learning of an initialisation from which in-weights SGD adapts to each task
+    (memoryless architecture on bandits, see :mod:`mesaprobe.train.meta`)."""
     env_steps: int = 10_000_000
     """Environment steps to train for (episodes x horizon), rounded up to whole updates."""
     batch: int = 64
-    """Episodes played in parallel per update (each a fresh task)."""
+    """Episodes played in parallel per update (each a fresh task); reptile: tasks per
+    meta-update, each played inner_steps x inner_episodes times."""
     lr: float = 2.0e-3
     """Adam learning rate (decayed linearly to lr_final_fraction x lr)."""
     lr_final_fraction: float = 0.1
@@ -43,17 +46,36 @@ class TrainingConfig:
     """PPO: minibatches (of whole episodes) per pass."""
     ppo_clip: float = 0.2
     """PPO: clipping range of the probability ratio."""
+    inner_steps: int = 5
+    """Reptile: SGD steps that adapt the weights to each task, from the meta-initialisation."""
+    inner_lr: float = 0.3
+    """Reptile: learning rate of the inner SGD steps (plain SGD, no clipping)."""
+    inner_episodes: int = 1
+    """Reptile: episodes of the task played with the current weights before each inner step."""
     checkpoint_every: int = 50
     """Updates between resumable checkpoints (partial.pt in the run directory)."""
     device: str = "auto"
     """Where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
 
+    #: Settings added after results were recorded: left out of run ids while at their default.
+    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("inner_steps", "inner_lr", "inner_episodes")
+
     def validate(self) -> None:
-        for name in ("env_steps", "batch", "checkpoint_every", "ppo_epochs", "ppo_minibatches"):
+        for name in (
+            "env_steps",
+            "batch",
+            "checkpoint_every",
+            "ppo_epochs",
+            "ppo_minibatches",
+            "inner_steps",
+            "inner_episodes",
+        ):
             if getattr(self, name) < 1:
                 raise SettingError(name, f"expected a positive integer, got {getattr(self, name)}")
         if self.lr <= 0:
             raise SettingError("lr", f"expected a positive learning rate, got {self.lr}")
+        if self.inner_lr <= 0:
+            raise SettingError("inner_lr", f"expected a positive learning rate, got {self.inner_lr}")
         for name in ("gamma", "gae_lambda", "lr_final_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingError(name, f"expected a number in [0, 1], got {getattr(self, name)}")
@@ -63,7 +85,13 @@ class TrainingConfig:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise SettingError("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
 
+    def env_steps_per_update(self, horizon: int) -> int:
+        """Pulls (or tokens, examples) one update plays: every episode of every inner step."""
+        episodes = self.batch
+        if self.algorithm == "reptile":
+            episodes *= self.inner_steps * self.inner_episodes
+        return episodes * horizon
+
     def updates(self, horizon: int) -> int:
         """Number of updates that covers env_steps (whole batches of whole episodes)."""
-        per_update = self.batch * horizon
-        return -(-self.env_steps // per_update)
+        return -(-self.env_steps // self.env_steps_per_update(horizon))

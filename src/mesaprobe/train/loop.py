@@ -1,7 +1,8 @@
 """The training loop shared by every algorithm: progress, checkpoints, preemption, divergence.
 
 Each update (see :mod:`mesaprobe.train.rl` for A2C/PPO, :mod:`mesaprobe.train.predict`
-for log-loss training and :mod:`mesaprobe.train.regress` for squared-error training) samples a batch of fresh tasks and takes gradient steps; this
+for log-loss training, :mod:`mesaprobe.train.regress` for squared-error training and
+:mod:`mesaprobe.train.meta` for Reptile) samples a batch of fresh tasks and takes gradient steps; this
 loop counts env steps, shows progress (steps, reward or log-loss, env-steps/s) and
 keeps the run resumable.
 
@@ -111,6 +112,10 @@ def update(
         from mesaprobe.train.regress import regress_update
 
         return regress_update(environment, state, config, total_updates)
+    if config.algorithm == "reptile":
+        from mesaprobe.train.meta import reptile_update
+
+        return reptile_update(environment, state, config, total_updates)
     raise ValueError(f"unknown training algorithm {config.algorithm!r}")
 
 
@@ -163,7 +168,7 @@ def train(
 ) -> TrainingState:
     """Train until ``config.env_steps``, checkpointing to ``partial_path``; returns the final state."""
     total_updates = config.updates(environment.horizon)
-    steps_per_update = config.batch * environment.horizon
+    steps_per_update = config.env_steps_per_update(environment.horizon)
     state.model.train()
     bar = tqdm(
         total=total_updates * steps_per_update,
