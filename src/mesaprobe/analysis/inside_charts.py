@@ -148,7 +148,17 @@ def readout_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopL
             row=alt.Row("target:N", title="statistic"),
             column=alt.Column("model:N", title=None, sort=models),
         )
-        .properties(title=alt.TitleParams(title, subtitle=_subtitle(data, confidence)))
+        .resolve_scale(y="independent")
+        .properties(
+            title=alt.TitleParams(
+                title,
+                subtitle=[
+                    _subtitle(data, confidence).replace("bands/bars", "tooltips"),
+                    "(untrained): the same architecture at its initial weights; steps where the "
+                    "statistic does not vary (step 1) have no R^2",
+                ],
+            )
+        )
     )
 
 
