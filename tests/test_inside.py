@@ -111,3 +111,62 @@ def test_collect_of_inside_tables_only_writes_empty_curves(tmp_path):
     inside = pl.read_parquet(written["inside"])
     assert inside["mean"].to_list() == [1.0, 1.0] and inside["ci_low"].to_list() == [1.0, 1.0]
     assert pl.read_csv(written["inside_csv"]).height == 2
+
+
+INSIDE_STUDY = """\
+study: inside_tiny
+seeds: [0, 1]
+environments:
+  bandit2: {family: bernoulli_bandit, arms: 2, horizon: 8, prior: uniform}
+  switching: {family: switching, horizon: 10, hazard: 0.1, training: {algorithm: predict}}
+architectures:
+  gru: {family: gru, hidden: 8}
+  memoryless: {family: memoryless, hidden: 8, environments: [bandit2]}
+  reptile:
+    family: memoryless
+    hidden: 8
+    environments: [bandit2]
+    training: {algorithm: reptile, inner_steps: 2}
+training: {env_steps: 256, batch: 16, checkpoint_every: 1}
+probes:
+  adaptation: {kind: adaptation, episodes: 40, batch: 16}
+  readout: {kind: readout, episodes: 120, replicates: 5}
+  sgd: {kind: in_weights, episodes: 10, max_steps: 30, replicates: 5, init: both}
+baselines: [random, thompson]
+"""
+
+
+def test_inside_probes_run_through_the_pipeline(tmp_path):
+    from mesaprobe.analysis.charts import CHART_FORMATS
+    from mesaprobe.analysis.inside_charts import inside_chart_stems, inside_views, make_inside_charts
+    from mesaprobe.spec import load_study, make_plan
+    from tests.conftest import run_all_jobs
+
+    spec = tmp_path / "inside_tiny.yaml"
+    spec.write_text(INSIDE_STUDY)
+    study = load_study(spec)
+    plan = make_plan(study)
+    # Read-outs need hidden states: no baseline plays them; the in-weights probe plays every bandit baseline.
+    assert {job.probe.name for job in plan.baseline_jobs} == {"adaptation", "sgd"}
+    assert {(run.environment.name, run.architecture.name) for run in plan.runs} == {
+        ("bandit2", "gru"),
+        ("bandit2", "memoryless"),
+        ("bandit2", "reptile"),
+        ("switching", "gru"),
+    }
+    written = run_all_jobs(plan, tmp_path / "results", resamples=50)
+    inside = pl.read_parquet(written["inside"])
+    cells = set(inside.select("environment", "probe", "agent", "quantity").unique().iter_rows())
+    assert ("switching", "readout", "gru", "readout_r2_untrained") in cells
+    assert ("bandit2", "sgd", "thompson", "sgd_steps_to_match") in cells
+    assert not any(probe == "readout" and agent in ("random", "thompson") for _, probe, agent, _ in cells)
+    own = inside.filter((pl.col("quantity") == "sgd_regret") & (pl.col("target") == "own_init"))
+    assert set(own["agent"]) == {"memoryless", "reptile"}  # own weights: memoryless models only
+    assert (inside["seeds"] == 2).all() and (inside["ci_low"] <= inside["ci_high"]).all()
+
+    charts = make_inside_charts(written["inside"].parent, tmp_path / "charts", inside_views(study))
+    expected = {
+        f"{stem}.{suffix}" for stem in inside_chart_stems(inside_views(study)) for suffix in CHART_FORMATS
+    }
+    assert {path.name for path in charts} == expected
+    assert "readout_r2_switching_readout.html" in expected and "sgd_regret_bandit2_sgd.svg" in expected
