@@ -96,8 +96,9 @@ EVIDENCE_SCALE_RANGE: tuple[float, float] = (1.0 / 16.0, 16.0)
 #: Chebyshev nodes of log c at which the Thompson probabilities are computed by quadrature;
 #: between them they are the interpolating polynomial.  Measured against the quadrature at 41
 #: scales across the range (Thompson agent, 1000 episodes of 100 pulls), the largest error of
-#: any choice probability is 5e-4 with 12 nodes, 6e-5 with 16, 6e-6 with 20, 7e-7 with 24.
-EVIDENCE_SCALE_NODES: int = 24
+#: any choice probability is 5e-4 with 12 nodes, 6e-5 with 16, 6e-6 with 20, 7e-7 with 24;
+#: 20 matches the quadrature's own error (:data:`POINTS_PER_ROOT_COUNT`).
+EVIDENCE_SCALE_NODES: int = 20
 #: Quadrature points in the arcsine coordinate (a multiple of 3, see
 #: :func:`beta_quadrature_tables`): with Richardson extrapolation the Thompson probability of
 #: two Beta(800, 800)-like arms is within 2e-5 of exact, of Beta(50, 50)-like arms within 1e-7.
@@ -352,9 +353,7 @@ class QLearningModel:
         rewards[place.reshape(-1)] = choices.rewards.reshape(-1)
         self.rewards_by_pull = rewards  # (E T,) block n: the rewards of n-th pulls
         self.chosen_index = value_index.gather(2, choices.actions[..., None])[..., 0]  # (E, T)
-        others = torch.arange(arms).expand(episodes, horizon, arms)
-        other_arms = others[others != choices.actions[..., None]].reshape(episodes, horizon, arms - 1)
-        self.other_index = value_index.gather(2, other_arms)  # (E, T, K - 1)
+        self.other_index = value_index.gather(2, _other_arms(choices.actions, arms))  # (E, T, K - 1)
 
     def natural(self, raw: Tensor) -> dict[str, Tensor]:
         """Named (B,) parameters from unconstrained (B, P) ones."""
@@ -470,22 +469,26 @@ def beta_quadrature_tables(
     return tables[0], tables[1]
 
 
-def _winning_probability(tables, arm_states: Tensor, chosen: Tensor) -> Tensor:
-    """(M,) probability that the chosen arm's draw is the largest, for rows of arm states.
+def _winning_probability(tables, chosen_states: Tensor, other_states: Tensor) -> Tensor:
+    """(M,) probability that the chosen arm's draw is the largest, for rows of arm states:
+    the sum over the grid of mass[chosen] * prod cdf[others].
 
-    ``arm_states`` (M, K) index the rows of the tables; ``chosen`` (M,) the chosen arm.
+    ``chosen_states`` (M,) and ``other_states`` (M, K - 1) index the rows of the tables.
     Richardson extrapolation of the fine and coarse grids: (9 P_fine - P_coarse) / 8.
     """
-    arms = arm_states.shape[1]
-    chosen_state = arm_states.gather(1, chosen[:, None])[:, 0]  # (M,)
     estimates = []
     for mass, cdf in tables:
-        integrand = mass[chosen_state]  # (M, G)
-        for arm in range(arms):
-            other = cdf[arm_states[:, arm]]  # (M, G)
-            integrand = integrand * torch.where((chosen == arm)[:, None], 1.0, other)
+        integrand = mass[chosen_states]  # (M, G)
+        for other in other_states.unbind(dim=1):
+            integrand = integrand * cdf[other]
         estimates.append(integrand.sum(dim=1))
     return ((9.0 * estimates[0] - estimates[1]) / 8.0).clamp(0.0, 1.0)
+
+
+def _other_arms(actions: Tensor, arms: int) -> Tensor:
+    """(..., K - 1) the arms other than ``actions`` (...), in order."""
+    every = torch.arange(arms, device=actions.device).expand(*actions.shape, arms)
+    return every[every != actions[..., None]].reshape(*actions.shape, arms - 1)
 
 
 def thompson_choice_probabilities(
@@ -509,7 +512,8 @@ def thompson_choice_probabilities(
     columns = []
     for arm in range(arms):
         chosen = torch.full((rows,), arm, dtype=torch.long, device=successes.device)
-        columns.append(_winning_probability(tables, arm_states, chosen))
+        others = arm_states.gather(1, _other_arms(chosen, arms))  # (M, K - 1)
+        columns.append(_winning_probability(tables, arm_states[:, arm], others))
     return torch.stack(columns, dim=1).reshape(shape)
 
 
@@ -593,8 +597,8 @@ class ThompsonModel:
     P(k) = (1 - epsilon) P_c(k is the largest draw) + epsilon / K, with arm posteriors
     Beta(a + c s_k, b + c f_k).
 
-    The choices are reduced to their distinct rows (every arm's (s, f) counts and the chosen
-    arm); each row's probability is computed at Chebyshev nodes of log c, and the
+    The choices are reduced to their distinct rows (the chosen arm's (s, f) counts, then the
+    other arms'); each row's probability is computed at Chebyshev nodes of log c, and the
     likelihood at any c in ``EVIDENCE_SCALE_RANGE`` uses the interpolating polynomial.
     Unconstrained parameters: log c = middle + half tanh(u_0), epsilon = sin^2(u_1).
     """
@@ -611,8 +615,13 @@ class ThompsonModel:
         pulls, successes = choices.counts_before()  # (E, T, K)
         states = torch.stack([successes, pulls - successes], dim=-1).reshape(-1, 2)  # (E T K, 2)
         arm_states, state_of = torch.unique(states, dim=0, return_inverse=True)  # (U, 2), (E T K,)
-        rows = torch.cat([state_of.reshape(-1, self.arms), choices.actions.reshape(-1, 1)], dim=1)
-        rows, self.row_of = torch.unique(rows, dim=0, return_inverse=True)  # (M, K + 1), (E T,)
+        state_of = state_of.reshape(-1, self.arms)  # (E T, K)
+        actions = choices.actions.reshape(-1, 1)  # (E T, 1)
+        # A row: the chosen arm's state, then the other arms' states in order.
+        rows = torch.cat(
+            [state_of.gather(1, actions), state_of.gather(1, _other_arms(actions[:, 0], self.arms))], dim=1
+        )
+        rows, self.row_of = torch.unique(rows, dim=0, return_inverse=True)  # (M, K), (E T,)
         self.episode_of = torch.arange(choices.episodes).repeat_interleave(choices.horizon)  # (E T,)
         node_scales = torch.exp(self.log_scale_middle + self.log_scale_half * chebyshev_nodes(nodes))  # (C,)
         most_pulls = float(arm_states.sum(dim=1).max())
@@ -632,15 +641,14 @@ class ThompsonModel:
 
     @staticmethod
     def _probabilities(arm_states: Tensor, rows: Tensor, scale: float, prior, points) -> Tensor:
-        """(M,) probability of each row's choice under Thompson sampling with evidence ``scale``."""
+        """(M,) probability of each row's choice (rows: the chosen arm's state, then the others')
+        under Thompson sampling with evidence ``scale``."""
         a, b = prior
         tables = beta_quadrature_tables(a + scale * arm_states[:, 0], b + scale * arm_states[:, 1], points)
         block = max(1, 2**17 // points)
         return torch.cat(
             [
-                _winning_probability(
-                    tables, rows[start : start + block, :-1], rows[start : start + block, -1]
-                )
+                _winning_probability(tables, rows[start : start + block, 0], rows[start : start + block, 1:])
                 for start in range(0, rows.shape[0], block)
             ]
         )
@@ -756,13 +764,12 @@ def _whitening(model, raw: Tensor, weights: Tensor, step: float = 1e-4) -> Tenso
     """
     rows, size = raw.shape
     shifts = step * torch.eye(size, dtype=raw.dtype)  # (P, P)
-    points = torch.stack([raw[:, None] + shifts, raw[:, None] - shifts], dim=1).reshape(
-        -1, size
-    )  # (B 2 P, P)
-    _, gradients = _gradients(model, points, model.prepare(weights.expand(points.shape[0], -1)))
-    gradients = gradients.reshape(
-        rows, 2, size, size
-    )  # [b, sign, j, i]: d loss / d raw_i at raw_b +- step e_j
+    points = torch.stack([raw[:, None] + shifts, raw[:, None] - shifts], dim=1)  # (B, 2, P, P)
+    _, gradients = _gradients(
+        model, points.reshape(-1, size), model.prepare(weights.expand(2 * rows * size, -1))
+    )
+    # gradients[b, sign, j, i]: d loss / d raw_i at raw_b + sign step e_j
+    gradients = gradients.reshape(rows, 2, size, size)
     hessian = (gradients[:, 0] - gradients[:, 1]) / (2 * step)  # (B, P, P)
     eigenvalues, eigenvectors = torch.linalg.eigh((hessian + hessian.mT) / 2)
     floor = 1e-9 * eigenvalues.abs().amax(dim=1, keepdim=True).clamp_min(1e-300)
@@ -855,10 +862,10 @@ def play_choices(
             trajectory = play(environment, tasks, agent, luck_generator, action_generator)
             actions.append(trajectory.actions.cpu())
             rewards.append(trajectory.rewards.cpu())
-    # Clones made outside inference mode: the fits differentiate through tensors built from them.
+    # Concatenated outside inference mode: ordinary tensors, which the fits may differentiate through.
     return Choices(
-        actions=torch.cat(actions).clone(),
-        rewards=torch.cat(rewards).to(torch.float64).clone(),
+        actions=torch.cat(actions),
+        rewards=torch.cat(rewards).to(torch.float64),
         arms=environment.action_count,
     )
 
