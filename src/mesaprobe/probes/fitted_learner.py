@@ -65,7 +65,16 @@ likelihood (:class:`SoftmaxChoiceLoss`) streams over blocks of episodes with a
 hand-written gradient, so nothing of size replicates x episodes x steps is kept.  The
 Thompson probabilities do not depend on the replicate: they are computed at
 ``EVIDENCE_SCALE_NODES`` Chebyshev nodes of log c and interpolated (polynomial in log c),
-so a replicate's likelihood costs a matrix product.
+so a replicate's likelihood costs a matrix product.  Measured with the defaults (1000
+episodes of 100 pulls, 100 replicates, all three models) on one thread of a shared, busy
+2-core machine: 15 to 20 s for the Thompson, greedy and Gittins baselines (q_learning
+7-12 s of it); 45 to 60 s for an untrained GRU, whose choices ignore its history, so that
+the likelihood is flat in several directions and the batch runs to its iteration cap.
+
+Sanity checks (same sizes): the Thompson baseline's fitted evidence scale is 1.00 (bootstrap
+standard deviation 0.01) with lapse 0, and the thompson model fits it better than
+q_learning (0.40 against 0.42 bits per choice); the greedy baseline, greedy on Bayes'
+posterior mean, gets q_learning's alpha_n = 1 / (n + 2) to 0.001.
 """
 
 from __future__ import annotations
