@@ -132,6 +132,7 @@ probes:
   adaptation: {kind: adaptation, episodes: 40, batch: 16}
   readout: {kind: readout, episodes: 120, replicates: 5}
   sgd: {kind: in_weights, episodes: 10, max_steps: 30, replicates: 5, init: both}
+  fitted: {kind: fitted_learner, episodes: 40, replicates: 3}
 baselines: [random, thompson]
 """
 
@@ -147,7 +148,7 @@ def test_inside_probes_run_through_the_pipeline(tmp_path):
     study = load_study(spec)
     plan = make_plan(study)
     # Read-outs need hidden states: no baseline plays them; the in-weights probe plays every bandit baseline.
-    assert {job.probe.name for job in plan.baseline_jobs} == {"adaptation", "sgd"}
+    assert {job.probe.name for job in plan.baseline_jobs} == {"adaptation", "sgd", "fitted"}
     assert {(run.environment.name, run.architecture.name) for run in plan.runs} == {
         ("bandit2", "gru"),
         ("bandit2", "memoryless"),
@@ -159,6 +160,9 @@ def test_inside_probes_run_through_the_pipeline(tmp_path):
     cells = set(inside.select("environment", "probe", "agent", "quantity").unique().iter_rows())
     assert ("switching", "readout", "gru", "readout_r2_untrained") in cells
     assert ("bandit2", "sgd", "thompson", "sgd_steps_to_match") in cells
+    assert ("bandit2", "fitted", "reptile", "learning_rate") in cells
+    bayes = inside.filter((pl.col("quantity") == "learning_rate") & (pl.col("target") == "bayes"))
+    assert bayes["mean"].to_list()[:3] == pytest.approx([1 / 3, 1 / 4, 1 / 5])  # 1 / (n + 2), uniform prior
     assert not any(probe == "readout" and agent in ("random", "thompson") for _, probe, agent, _ in cells)
     own = inside.filter((pl.col("quantity") == "sgd_regret") & (pl.col("target") == "own_init"))
     assert set(own["agent"]) == {"memoryless", "reptile"}  # own weights: memoryless models only
@@ -170,3 +174,4 @@ def test_inside_probes_run_through_the_pipeline(tmp_path):
     }
     assert {path.name for path in charts} == expected
     assert "readout_r2_switching_readout.html" in expected and "sgd_regret_bandit2_sgd.svg" in expected
+    assert "learning_rate_bandit2_fitted.html" in expected

@@ -2,6 +2,7 @@
 
 from mesaprobe.probes.adaptation import AdaptationProbe
 from mesaprobe.probes.commitment import CommitmentProbe
+from mesaprobe.probes.fitted_learner import FittedLearnerProbe
 from mesaprobe.probes.in_weights import InWeightsProbe
 from mesaprobe.probes.readout import ReadoutProbe
 from mesaprobe.probes.window import WindowProbe
@@ -13,5 +14,6 @@ PROBES.register("commitment")(CommitmentProbe)
 PROBES.register("window")(WindowProbe)
 PROBES.register("in_weights")(InWeightsProbe)
 PROBES.register("readout")(ReadoutProbe)
+PROBES.register("fitted_learner")(FittedLearnerProbe)
 
 __all__ = ["PROBES"]
