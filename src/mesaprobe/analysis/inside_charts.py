@@ -5,8 +5,8 @@ each kind an inside probe kind declares (its ``charts`` attribute) per (environm
 probe) that plays it, named ``<chart>_<environment>_<probe>``:
 
 * ``readout_r2``: heat maps of the held-out R^2 of ridge read-outs, time step across,
-  layer down, one panel per (statistic, agent), trained models beside their untrained
-  controls (the same architecture at its initial weights);
+  layer down, a column per statistic and a row per agent, each trained model above its
+  untrained control (the same architecture at its initial weights);
 * ``learning_rate``: the fitted effective learning rate alpha_n of a Rescorla-Wagner /
   Q-learning model per pull count n, one line per agent with its band, Bayes'
   1 / (n + a + b) dashed in black;
@@ -106,7 +106,8 @@ def _subtitle(rows: pl.DataFrame, confidence: float) -> str:
 
 
 def readout_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopLevelMixin:
-    """Heat maps of read-out R^2: step across, layer down; a panel per statistic and (agent, trained or not)."""
+    """Heat maps of read-out R^2: step across, layer down; a column per statistic, a row per agent
+    (trained, then untrained)."""
     data = rows.filter(pl.col("quantity").is_in(["readout_r2", "readout_r2_untrained"])).with_columns(
         model=pl.when(pl.col("quantity") == "readout_r2")
         .then(pl.col("agent"))
@@ -119,7 +120,7 @@ def readout_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopL
         if name in set(data["model"])
     ]
     steps = int(data["index"].max())  # type: ignore[arg-type]
-    cell_width = max(2, min(12, 360 // max(steps, 1)))
+    cell_width = max(2, min(12, 240 // max(steps, 1)))
     return (
         alt.Chart(data.to_pandas())
         .mark_rect()
@@ -145,8 +146,8 @@ def readout_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopL
         )
         .properties(width=cell_width * steps, height=60)
         .facet(
-            row=alt.Row("target:N", title="statistic"),
-            column=alt.Column("model:N", title=None, sort=models),
+            row=alt.Row("model:N", title=None, sort=models),
+            column=alt.Column("target:N", title="statistic"),
         )
         .resolve_scale(y="independent")
         .properties(
@@ -162,9 +163,19 @@ def readout_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopL
     )
 
 
+#: An agent whose fitted learning rate at n = 1 has an interval wider than this factor is left
+#: out of the learning-rate chart: its choices do not determine the rate (e.g. random play).
+UNDETERMINED_RATE_RATIO = 10.0
+
+
 def learning_rate_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopLevelMixin:
     """Fitted learning rate per pull count, a line per agent with its band; Bayes dashed in black."""
     fitted = rows.filter((pl.col("quantity") == "learning_rate") & (pl.col("target") != "bayes"))
+    first = fitted.filter(pl.col("index") == fitted["index"].min())
+    undetermined = first.filter(
+        pl.col("ci_high") > UNDETERMINED_RATE_RATIO * pl.col("ci_low").clip(lower_bound=1e-12)
+    )["agent"].to_list()
+    fitted = fitted.filter(~pl.col("agent").is_in(undetermined))
     bayes = (
         rows.filter((pl.col("quantity") == "learning_rate") & (pl.col("target") == "bayes"))
         .group_by("index")
@@ -172,6 +183,7 @@ def learning_rate_chart(rows: pl.DataFrame, confidence: float, title: str) -> al
         .sort("index")
     )
     agents = _agents(fitted)
+    y_scale = alt.Scale(type="log", domain=[1e-3, 1], clamp=True)
     base = alt.Chart(fitted.to_pandas()).encode(
         x=alt.X(
             "index:Q",
@@ -180,24 +192,29 @@ def learning_rate_chart(rows: pl.DataFrame, confidence: float, title: str) -> al
         ),
         color=_agent_color(agents, legend=True),
     )
-    band = base.mark_area(opacity=0.2).encode(y="ci_low:Q", y2="ci_high:Q")
+    band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", scale=y_scale), y2="ci_high:Q")
     line = base.mark_line().encode(
-        y=alt.Y("mean:Q", title="effective learning rate alpha_n", scale=alt.Scale(type="log")),
+        y=alt.Y("mean:Q", title="effective learning rate alpha_n", scale=y_scale),
         tooltip=["agent:N", alt.Tooltip("index:Q", title="n"), *_tooltips(confidence)],
     )
-    reference = (
-        alt.Chart(bayes.to_pandas())
-        .mark_line(color="black", strokeDash=[6, 3])
-        .encode(
-            x="index:Q", y="mean:Q", tooltip=[alt.Tooltip("mean:Q", title="Bayes 1/(n+a+b)", format=".3f")]
+    layers = [band, line]
+    if bayes.height:
+        layers.append(
+            alt.Chart(bayes.to_pandas())
+            .mark_line(color="black", strokeDash=[6, 3])
+            .encode(
+                x="index:Q",
+                y=alt.Y("mean:Q", scale=y_scale),
+                tooltip=[alt.Tooltip("mean:Q", title="Bayes 1/(n+a+b)", format=".3f")],
+            )
         )
-    )
-    return (band + line + reference).properties(
-        width=_WIDTH,
-        height=360,
-        title=alt.TitleParams(
-            title, subtitle=[_subtitle(fitted, confidence), "black dashed: Bayes 1 / (n + a + b)"]
-        ),
+    notes = [_subtitle(fitted, confidence), "black dashed: Bayes 1 / (n + a + b)"]
+    if undetermined:
+        notes.append(
+            f"left out, rate not determined by the choices (interval wider than x10): {', '.join(undetermined)}"
+        )
+    return alt.layer(*layers).properties(
+        width=_WIDTH, height=360, title=alt.TitleParams(title, subtitle=notes)
     )
 
 
