@@ -91,6 +91,7 @@ from torch.nn.functional import softplus
 from mesaprobe.analysis.inside import episode_bootstrap_weights, rows_frame
 from mesaprobe.envs.base import Environment
 from mesaprobe.probes.adaptation import heldout_streams
+from mesaprobe.probes.inside import InsideProbe
 from mesaprobe.seeding import make_generator
 from mesaprobe.spec.settings import SettingError
 from mesaprobe.train.rollout import play
@@ -923,31 +924,14 @@ def fitted_rows(
     return pl.concat(frames), fits
 
 
-class FittedLearnerProbe:
+class FittedLearnerProbe(InsideProbe):
     """Learning models fitted by maximum likelihood to a frozen agent's choices: the fitted
     Q-learning learning rate per pull against Bayes', and how well each model predicts the choices."""
 
     Config: ClassVar[type] = FittedLearnerConfig
     serves: ClassVar[tuple[str, ...]] = ("bandit",)
-    writes: ClassVar[str] = "inside"
-    plays_baselines: ClassVar[bool] = True
-    #: Its charts (mesaprobe.analysis.inside_charts).
     charts: ClassVar[tuple[str, ...]] = ("learning_rate", "choice_surprisal_bits")
-
-    def __init__(self, config: FittedLearnerConfig):
-        self.config = config
-
-    @classmethod
-    def not_applicable(cls, config: FittedLearnerConfig, kind: str) -> str | None:
-        """Why these settings cannot probe an environment of ``kind`` (None: they can)."""
-        if kind not in cls.serves:
-            return (
-                "the fitted-learner probe fits learners to bandit choices; it serves bandit environments only"
-            )
-        return None
-
-    def environment(self, trained: Environment) -> Environment:
-        return trained
+    task: ClassVar[str] = "fitted-learner probe fits learning models to bandit choices"
 
     def run(
         self,

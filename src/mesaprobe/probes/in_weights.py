@@ -67,6 +67,7 @@ from mesaprobe.models import build_model
 from mesaprobe.models.base import SequenceModel
 from mesaprobe.models.memoryless import MemorylessConfig
 from mesaprobe.probes.adaptation import heldout_streams
+from mesaprobe.probes.inside import InsideProbe
 from mesaprobe.seeding import derive_seed, make_generator
 from mesaprobe.spec.settings import SettingError
 from mesaprobe.train.rollout import play
@@ -247,31 +248,14 @@ def steps_to_match(curves: Tensor, recorded_steps: list[int], targets: Tensor, m
     return torch.where(reached.any(dim=1), steps[first], float(max_steps + 1))
 
 
-class InWeightsProbe:
+class InWeightsProbe(InsideProbe):
     """SGD steps a memoryless policy needs, trained on each task's own experience, to reach a
     frozen agent's in-context regret on the same tasks."""
 
     Config: ClassVar[type] = InWeightsConfig
     serves: ClassVar[tuple[str, ...]] = ("bandit",)
-    writes: ClassVar[str] = "inside"
-    plays_baselines: ClassVar[bool] = True
-    #: Its charts (mesaprobe.analysis.inside_charts).
     charts: ClassVar[tuple[str, ...]] = ("sgd_regret", "sgd_steps_to_match")
-
-    def __init__(self, config: InWeightsConfig):
-        self.config = config
-
-    @classmethod
-    def not_applicable(cls, config: InWeightsConfig, kind: str) -> str | None:
-        """Why these settings cannot probe an environment of ``kind`` (None: they can)."""
-        if kind not in cls.serves:
-            return (
-                "the in-weights probe fine-tunes a policy on bandit pulls; it serves bandit environments only"
-            )
-        return None
-
-    def environment(self, trained: Environment) -> Environment:
-        return trained
+    task: ClassVar[str] = "in-weights probe fine-tunes a policy on bandit pulls"
 
     def initial_models(
         self, agent, environment: Environment, heldout_key: tuple, device

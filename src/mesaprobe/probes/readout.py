@@ -53,6 +53,7 @@ from mesaprobe.analysis.inside import INSIDE_ROW_COLUMNS, episode_bootstrap_weig
 from mesaprobe.envs.base import Environment
 from mesaprobe.errors import UserError
 from mesaprobe.probes.adaptation import heldout_streams
+from mesaprobe.probes.inside import InsideProbe
 from mesaprobe.probes.posterior_statistics import (
     BANDIT_STATISTICS,
     PREDICTION_STATISTICS,
@@ -137,24 +138,21 @@ def validation_episodes(fit_episodes: int) -> int:
     return max(1, round(VALIDATION_FRACTION * fit_episodes))
 
 
-class ReadoutProbe:
+class ReadoutProbe(InsideProbe):
     """R^2 of ridge read-outs of the Bayes posterior's sufficient statistics from each layer."""
 
     Config: ClassVar[type] = ReadoutConfig
     serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction")
-    writes: ClassVar[str] = "inside"
-    plays_baselines: ClassVar[bool] = False
-    #: Its charts (mesaprobe.analysis.inside_charts).
+    plays_baselines: ClassVar[bool] = False  # baselines have no hidden states
     charts: ClassVar[tuple[str, ...]] = ("readout_r2",)
-
-    def __init__(self, config: ReadoutConfig):
-        self.config = config
+    task: ClassVar[str] = "readout probe reads hidden states of bandit and prediction models"
 
     @classmethod
     def not_applicable(cls, config: ReadoutConfig, kind: str) -> str | None:
         """Why these settings cannot probe an environment of ``kind`` (None: they can)."""
-        if kind not in cls.serves:
-            return f"the readout probe reads bandit and prediction environments, not {kind}"
+        reason = super().not_applicable(config, kind)
+        if reason is not None:
+            return reason
         if config.statistics is not None:
             foreign = [name for name in config.statistics if name not in STATISTICS[kind]]
             if foreign:
@@ -163,9 +161,6 @@ class ReadoutProbe:
                     f"(they offer {', '.join(STATISTICS[kind])})"
                 )
         return None
-
-    def environment(self, trained: Environment) -> Environment:
-        return trained
 
     def statistic_names(self, environment) -> tuple[str, ...]:
         """The statistics read out on ``environment``: those asked for that its family offers."""
