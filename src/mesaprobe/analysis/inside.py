@@ -29,8 +29,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from mesaprobe.analysis.tables import GROUP_COLUMNS, _schema_problem, read_table
-from mesaprobe.artifacts import atomic_path
+from mesaprobe.analysis.tables import GROUP_COLUMNS, read_table, write_validated
 from mesaprobe.errors import ArtifactError
 from mesaprobe.metrics import INSIDE_QUANTITIES
 
@@ -146,18 +145,7 @@ def write_inside_table(frame: pl.DataFrame, path: str | Path) -> Path:
     Raises ``ValueError`` (a bug in the probe, not user input) for a missing, extra or
     wrong-typed column, a null, an unknown quantity, a repeated replicate or a non-finite value.
     """
-    problem = _schema_problem(frame.schema, INSIDE_COLUMNS)
-    extra = [name for name in frame.columns if name not in INSIDE_COLUMNS]
-    if problem is None and extra:
-        problem = f"unexpected columns {extra}; an inside table has exactly: {', '.join(INSIDE_COLUMNS)}"
-    if problem is None:
-        problem = _content_problem(frame)
-    if problem is not None:
-        raise ValueError(f"inside table for {path}: {problem}")
-    path = Path(path)
-    with atomic_path(path) as temporary:
-        frame.select(list(INSIDE_COLUMNS)).write_parquet(temporary)
-    return path
+    return write_validated(frame, path, INSIDE_COLUMNS, _content_problem, "inside table")
 
 
 def read_inside_table(path: str | Path) -> pl.DataFrame:

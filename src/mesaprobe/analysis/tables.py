@@ -189,17 +189,23 @@ def write_probe_table(frame: pl.DataFrame, path: str | Path) -> Path:
     exactly one family's three step metrics, or a non-finite value.
     Columns are written in :data:`PROBE_COLUMNS` order.
     """
-    problem = _schema_problem(frame.schema, PROBE_COLUMNS)
-    extra = [name for name in frame.columns if name not in PROBE_COLUMNS]
+    return write_validated(frame, path, PROBE_COLUMNS, _probe_content_problem, "probe table")
+
+
+def write_validated(frame: pl.DataFrame, path: str | Path, columns: dict, content_problem, what: str) -> Path:
+    """Write ``frame`` as parquet atomically, in ``columns`` order, if it has exactly those
+    columns and ``content_problem(frame)`` finds nothing; else ``ValueError`` naming ``what``."""
+    problem = _schema_problem(frame.schema, columns)
+    extra = [name for name in frame.columns if name not in columns]
     if problem is None and extra:
-        problem = f"unexpected columns {extra}; a probe table has exactly: {', '.join(PROBE_COLUMNS)}"
+        problem = f"unexpected columns {extra}; expected exactly: {', '.join(columns)}"
     if problem is None:
-        problem = _probe_content_problem(frame)
+        problem = content_problem(frame)
     if problem is not None:
-        raise ValueError(f"probe table for {path}: {problem}")
+        raise ValueError(f"{what} for {path}: {problem}")
     path = Path(path)
     with atomic_path(path) as temporary:
-        frame.select(list(PROBE_COLUMNS)).write_parquet(temporary)
+        frame.select(list(columns)).write_parquet(temporary)
     return path
 
 
