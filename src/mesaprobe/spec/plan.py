@@ -73,6 +73,17 @@ class Run:
     def id(self) -> str:
         return f"{self.environment.name}-{self.architecture.name}-{self.config_hash}-s{self.seed}"
 
+    def with_seed(self, seed: int) -> Run:
+        """The same run with another seed, sharing its resolved settings and their hash.
+
+        Runs differing only by seed have equal settings, so a study's runs hash them once
+        per setting rather than once per seed (a grid of 10,000 runs builds in a fraction
+        of the time).
+        """
+        run = Run(self.environment, self.architecture, self.training, self.training_variant, seed)
+        run.__dict__.update(resolved=self.resolved, config_hash=self.config_hash)
+        return run
+
     @property
     def agent(self) -> str:
         """The agent's name in tables: architecture name plus its grid values."""
@@ -324,8 +335,9 @@ def make_plan(study: Study) -> Plan:
                         f"{resolved_training.algorithm} trains only the {', '.join(families)} architecture; "
                         f"architecture {architecture.name!r} is {architecture.family}",
                     )
+                template = Run(environment, architecture, resolved_training, training_variant, seed=0)
                 for seed in study.seeds:
-                    run = Run(environment, architecture, resolved_training, training_variant, seed)
+                    run = template.with_seed(seed)
                     runs.setdefault(run.id, run)
     plans = {environment.label: probe_plan(study, environment) for environment in study.environments}
     probe_jobs = [ProbeJob(run, probe) for run in runs.values() for probe in plans[run.environment.label][0]]

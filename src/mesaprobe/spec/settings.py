@@ -10,6 +10,7 @@ each reported as a :class:`~mesaprobe.errors.SpecError` naming the key path.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import math
 import types
@@ -127,6 +128,13 @@ def coerce(value: Any, annotation: Any, key: str, file: str) -> Any:
     raise TypeError(f"unsupported settings annotation {annotation!r} for {key}")
 
 
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """The type of each field of a settings class, resolved once per class (a grid of many
+    points builds the same classes many times)."""
+    return typing.get_type_hints(cls)
+
+
 def build(cls: type[T], mapping: Any, *, key: str, file: str, drop: tuple[str, ...] = ()) -> T:
     """Build ``cls`` (a frozen dataclass) from ``mapping``; SpecError on any problem.
 
@@ -138,7 +146,7 @@ def build(cls: type[T], mapping: Any, *, key: str, file: str, drop: tuple[str, .
         mapping = {}
     if not isinstance(mapping, Mapping):
         raise SpecError(file, key, f"expected a mapping of settings, got {describe(mapping)}")
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     fields = {field.name: field for field in dataclasses.fields(cls) if field.init}
     values: dict[str, Any] = {}
     for name, value in mapping.items():
