@@ -101,3 +101,23 @@ def test_transformer_cache_refuses_to_overflow():
             state, _ = model.step(state, torch.zeros(1, 5))
         with pytest.raises(ValueError, match="cache"):
             model.step(state, torch.zeros(1, 5))
+
+
+def test_lstm_cell_states_are_those_torch_computes():
+    from mesaprobe.models.recurrent import lstm_cell_states
+
+    torch.manual_seed(0)
+    rnn = torch.nn.LSTM(5, 6, batch_first=True).double()
+    xs = torch.randn(3, 9, 5, dtype=torch.float64)
+    with torch.no_grad():
+        hs, (_, last_cell) = rnn(xs)
+        cells = lstm_cell_states(rnn, xs, hs)
+        # Every step's cell state equals torch's final one for the sequence cut after that step.
+        for t in (0, 4, 8):
+            _, (_, cell_t) = rnn(xs[:, : t + 1])
+            torch.testing.assert_close(cells[:, t], cell_t[0], rtol=0, atol=1e-12)
+    torch.testing.assert_close(cells[:, -1], last_cell[0], rtol=0, atol=1e-12)
+    model = make("lstm", {"hidden": 6, "layers": 2})
+    with torch.no_grad():
+        _, hidden = model(torch.randn(2, 7, 5), return_hidden=True)
+    assert sorted(hidden) == ["layer1", "layer1_cell", "layer2", "layer2_cell"]

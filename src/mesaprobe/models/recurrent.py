@@ -1,7 +1,7 @@
 """Recurrent architectures: GRU and LSTM (cuDNN kernels on GPU, MKL on CPU).
 
 The layers are kept as separate single-layer modules so that probes can read every
-layer's hidden sequence; acting runs the same modules on sequences of length one,
+layer's hidden sequence (for the LSTM also its cell states, ``layer<i>_cell``); acting runs the same modules on sequences of length one,
 so ``step`` and ``forward`` share all weights and kernels.
 """
 
@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from mesaprobe.models.base import SequenceModel
 from mesaprobe.spec.settings import SettingError
@@ -63,10 +64,36 @@ class Recurrent(SequenceModel):
         h = xs  # (B, T, I)
         hidden = {}
         for i, rnn in enumerate(self.rnns):
+            inputs = h
             h, _ = rnn(h)  # (B, T, H)
             hidden[f"layer{i + 1}"] = h
+            if return_hidden and isinstance(rnn, nn.LSTM):
+                hidden[f"layer{i + 1}_cell"] = lstm_cell_states(rnn, inputs, h)  # the LSTM's other state
         ys = self.head(h)  # (B, T, O)
         return (ys, hidden) if return_hidden else ys
+
+
+def lstm_cell_states(rnn: nn.LSTM, xs: Tensor, hs: Tensor) -> Tensor:
+    """(B, T, H) cell states c_t of a one-layer, batch-first LSTM, from its inputs xs (B, T, I)
+    and outputs hs (B, T, H), starting from zero state.
+
+    torch's LSTM returns the cell state of the last step only.  The gates are affine in
+    (x_t, h_(t-1)) and every h_(t-1) is known, so one matrix product gives all gates; only
+    c_t = f_t c_(t-1) + i_t g_t runs over time (elementwise).
+    """
+    assert rnn.num_layers == 1 and rnn.batch_first and not rnn.bidirectional and rnn.proj_size == 0
+    previous = F.pad(hs, (0, 0, 1, 0))[:, :-1]  # (B, T, H): h_(t-1), h_0 = 0
+    gates = xs @ rnn.weight_ih_l0.T + previous @ rnn.weight_hh_l0.T  # (B, T, 4H)
+    if rnn.bias:
+        gates = gates + rnn.bias_ih_l0 + rnn.bias_hh_l0
+    input_gate, forget_gate, cell_input, _ = gates.chunk(4, dim=-1)  # torch's order: i, f, g, o
+    input_gate, forget_gate, cell_input = input_gate.sigmoid(), forget_gate.sigmoid(), cell_input.tanh()
+    cell = torch.zeros_like(hs[:, 0])  # (B, H)
+    cells = []
+    for t in range(hs.shape[1]):
+        cell = forget_gate[:, t] * cell + input_gate[:, t] * cell_input[:, t]
+        cells.append(cell)
+    return torch.stack(cells, dim=1)  # (B, T, H)
 
 
 class GRU(Recurrent):
