@@ -100,6 +100,33 @@ class PredictionEnvironment(Environment):
         """P(x_t = k | x_<t, task) for the true task of each episode, (B, T, K) float64."""
         return self.run_filter(self.oracle_state(tasks), tokens, bayes=False)
 
+    def bayes_predict_with_segments(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`bayes_predict` and, from the same filter, the change-point posterior after x_<t,
+        for families with change points (they define ``filtered_run_lengths(state)``: the
+        posterior (B, t + 1), given the token x_t just seen, of the run length r before it, r = 0
+        when x_t started a segment, read from the state that x_t produced).
+
+        Returns (probs (B, T, K), run_length (B, T), change_probability (B, T)), float64; row t
+        is conditioned on the t tokens x_0 .. x_{t-1}: ``run_length`` is the posterior mean
+        number of them that belong to the current segment (counting the one that started it),
+        ``change_probability`` the posterior probability that the latest, x_{t-1}, started a
+        segment.  Both are 0 at t = 0 (nothing seen yet).  One filter pass gives all three.
+        """
+        batch, steps = tokens.shape
+        probs = torch.empty((batch, steps, self.symbols), dtype=PROBABILITY, device=tokens.device)
+        run_length = torch.zeros((batch, steps), dtype=PROBABILITY, device=tokens.device)
+        change_probability = torch.zeros_like(run_length)
+        state = self.prior_state(batch, tokens.device)
+        for t in range(steps):
+            probs[:, t] = self.posterior_predictive(state)
+            if t + 1 < steps:
+                state = self.posterior_update(state, tokens[:, t])
+                filtered = self.filtered_run_lengths(state)  # (B, t + 1): run length r = 0 .. t
+                in_segment = torch.arange(1, t + 2, dtype=PROBABILITY, device=tokens.device)  # r + 1
+                run_length[:, t + 1] = filtered @ in_segment
+                change_probability[:, t + 1] = filtered[:, 0]
+        return probs, run_length, change_probability
+
     def run_filter(self, state, tokens: Tensor, *, bayes: bool) -> Tensor:
         predictive = self.posterior_predictive if bayes else self.oracle_predictive
         update = self.posterior_update if bayes else self.oracle_update

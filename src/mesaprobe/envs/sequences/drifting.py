@@ -232,41 +232,18 @@ class Drifting(PredictionEnvironment):
             weights=torch.cat([(1.0 - hazard) * weights, fresh], dim=1), components=components
         )
 
-    def bayes_predict_with_segments(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`bayes_predict` and, from the same filter, the change-point posterior after x_<t.
-
-        Returns (probs (B, T, K), run_length (B, T), change_probability (B, T)), float64; row t
-        is conditioned on the t tokens x_0 .. x_{t-1}: ``run_length`` is the posterior mean
-        number of them that belong to the current segment (counting the one that started it),
-        ``change_probability`` the posterior probability that the latest, x_{t-1}, started a
-        segment (of any family).  Both are 0 at t = 0 (nothing seen yet).  One filter pass
-        gives all three, so the O(T^2) recursion is not run twice.
-        """
-        batch, steps = tokens.shape
-        probs = torch.empty((batch, steps, self.symbols), dtype=PROBABILITY, device=tokens.device)
-        run_length = torch.zeros((batch, steps), dtype=PROBABILITY, device=tokens.device)
-        change_probability = torch.zeros_like(run_length)
-        state = self.prior_state(batch, tokens.device)
-        for t in range(steps):
-            probs[:, t] = self.posterior_predictive(state)
-            if t + 1 < steps:
-                state = self.posterior_update(state, tokens[:, t])
-                filtered = self.filtered_starts(state)  # (B, t + 1): start s = 0 .. t
-                starts = torch.arange(t + 1, dtype=PROBABILITY, device=tokens.device)
-                run_length[:, t + 1] = filtered @ (t + 1 - starts)  # a start s holds x_s .. x_t
-                change_probability[:, t + 1] = filtered[:, t]
-        return probs, run_length, change_probability
-
-    def filtered_starts(self, state: SegmentPosterior) -> Tensor:
-        """(B, S - 1) posterior, given the token just seen, of the start of the segment holding
-        it (summed over families), read from the state that token produced.
+    def filtered_run_lengths(self, state: SegmentPosterior) -> Tensor:
+        """(B, S - 1) posterior, given the token x_t just seen, of the run length before it
+        (r = 0: x_t started a segment; a segment starting at s has r = t - s), summed over
+        families, read from the state that token produced.
 
         :meth:`posterior_update` stores the (start, family) posterior scaled by 1 - hazard,
         followed by the new start.
         """
         hazard = self.config.hazard
         if hazard < 1.0:
-            return state.weights[:, :-1].sum(dim=2) / (1.0 - hazard)
+            starts = state.weights[:, :-1].sum(dim=2) / (1.0 - hazard)  # (B, S - 1): start s = 0 .. t
+            return starts.flip(1)
         certain = torch.zeros_like(state.weights[:, :-1, 0])  # every token starts a segment
-        certain[:, -1] = 1.0
+        certain[:, 0] = 1.0
         return certain

@@ -127,30 +127,6 @@ class Switching(PredictionEnvironment):
             counts=torch.cat([fresh, state.counts + seen], dim=1),
         )
 
-    def bayes_predict_with_segments(self, tokens: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """:meth:`bayes_predict` and, from the same filter, the change-point posterior after x_<t.
-
-        Returns (probs (B, T, K), run_length (B, T), change_probability (B, T)), float64; row t
-        is conditioned on the t tokens x_0 .. x_{t-1}: ``run_length`` is the posterior mean
-        number of them that belong to the current segment (the tokens since the last change,
-        counting the one that started it), ``change_probability`` the posterior probability
-        that the latest, x_{t-1}, started a segment.  Both are 0 at t = 0 (nothing seen yet).
-        """
-        batch, steps = tokens.shape
-        probs = torch.empty((batch, steps, self.symbols), dtype=PROBABILITY, device=tokens.device)
-        run_length = torch.zeros((batch, steps), dtype=PROBABILITY, device=tokens.device)
-        change_probability = torch.zeros_like(run_length)
-        state = self.prior_state(batch, tokens.device)
-        for t in range(steps):
-            probs[:, t] = self.posterior_predictive(state)
-            if t + 1 < steps:
-                state = self.posterior_update(state, tokens[:, t])
-                filtered = self.filtered_run_lengths(state)  # (B, t + 1)
-                in_segment = torch.arange(1, t + 2, dtype=PROBABILITY, device=tokens.device)  # r + 1
-                run_length[:, t + 1] = filtered @ in_segment
-                change_probability[:, t + 1] = filtered[:, 0]
-        return probs, run_length, change_probability
-
     def filtered_run_lengths(self, state: RunLengthPosterior) -> Tensor:
         """(B, R - 1) posterior, given the token just seen, of the run length before it
         (r = 0: that token started a segment), read from the state that token produced.
