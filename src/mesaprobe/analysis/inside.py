@@ -150,11 +150,7 @@ def write_inside_table(frame: pl.DataFrame, path: str | Path) -> Path:
 
 def read_inside_table(path: str | Path) -> pl.DataFrame:
     """Read and validate one inside table, raising :class:`ArtifactError` naming the file."""
-    frame = read_table(path, INSIDE_COLUMNS)
-    problem = _content_problem(frame)
-    if problem is not None:
-        raise ArtifactError(path, problem)
-    return frame
+    return read_table(path, INSIDE_COLUMNS, _content_problem)
 
 
 def two_level_replicate_bootstrap(

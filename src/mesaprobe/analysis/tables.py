@@ -209,11 +209,12 @@ def write_validated(frame: pl.DataFrame, path: str | Path, columns: dict, conten
     return path
 
 
-def read_table(path: str | Path, columns: dict[str, pl.DataType]) -> pl.DataFrame:
+def read_table(path: str | Path, columns: dict[str, pl.DataType], content_problem=None) -> pl.DataFrame:
     """Read the ``columns`` of a parquet file, or raise :class:`ArtifactError` saying why not.
 
-    Extra columns in the file are ignored; a missing file, an unreadable file and a
-    missing or wrong-typed column each raise with one clear problem.
+    Extra columns in the file are ignored; a missing file, an unreadable file, a missing or
+    wrong-typed column and whatever ``content_problem(frame)`` finds (if given) each raise
+    with one clear problem.
     """
     path = Path(path)
     if not path.is_file():
@@ -227,18 +228,18 @@ def read_table(path: str | Path, columns: dict[str, pl.DataType]) -> pl.DataFram
     if problem is not None:
         raise ArtifactError(path, problem)
     try:
-        return pl.read_parquet(path, columns=list(columns), glob=False)
+        frame = pl.read_parquet(path, columns=list(columns), glob=False)
     except (pl.exceptions.PolarsError, OSError) as error:
         raise ArtifactError(path, f"not a readable parquet file ({error})") from None
+    problem = None if content_problem is None else content_problem(frame)
+    if problem is not None:
+        raise ArtifactError(path, problem)
+    return frame
 
 
 def read_probe_table(path: str | Path) -> pl.DataFrame:
     """Read and validate one probe table (:data:`PROBE_COLUMNS`), raising :class:`ArtifactError`."""
-    frame = read_table(path, PROBE_COLUMNS)
-    problem = _probe_content_problem(frame)
-    if problem is not None:
-        raise ArtifactError(path, problem)
-    return frame
+    return read_table(path, PROBE_COLUMNS, _probe_content_problem)
 
 
 # --------------------------------------------------------------------------- bootstrap
