@@ -30,9 +30,17 @@ from pathlib import Path
 import altair as alt
 import polars as pl
 
-from mesaprobe.analysis.charts import _WIDTH, _agent_color, save_chart, slugify
+from mesaprobe.analysis.charts import (
+    _WIDTH,
+    _agent_color,
+    _count_text,
+    _interval_tooltips,
+    _study_agents,
+    save_chart,
+    slugify,
+)
 from mesaprobe.analysis.inside import INSIDE_SUMMARY_COLUMNS
-from mesaprobe.analysis.tables import AGENT_KINDS, TABLE_FILES, read_table
+from mesaprobe.analysis.tables import TABLE_FILES, read_table
 from mesaprobe.artifacts import read_json
 from mesaprobe.errors import ArtifactError
 
@@ -71,36 +79,18 @@ def inside_chart_stems(views: list[InsideView]) -> dict[str, str]:
     }
 
 
-def _agents(rows: pl.DataFrame) -> list[str]:
-    """Agents in table order: architectures first, then baselines, each alphabetical."""
-    ranked = rows.select(
-        "agent",
-        pl.col("agent_kind").replace_strict({k: r for r, k in enumerate(AGENT_KINDS)}, return_dtype=pl.Int64),
-    )
-    return ranked.unique().sort("agent_kind", "agent")["agent"].unique(maintain_order=True).to_list()
-
-
 def _interval_text(confidence: float) -> str:
     return f"{round(confidence * 100)}% interval"
 
 
 def _tooltips(confidence: float) -> list[alt.Tooltip]:
-    return [
-        alt.Tooltip("mean:Q", format=".3f"),
-        alt.Tooltip("ci_low:Q", format=".3f", title=f"{_interval_text(confidence)} low"),
-        alt.Tooltip("ci_high:Q", format=".3f", title=f"{_interval_text(confidence)} high"),
-        alt.Tooltip("seeds:Q"),
-    ]
+    return [*_interval_tooltips(confidence), alt.Tooltip("seeds:Q")]
 
 
 def _subtitle(rows: pl.DataFrame, confidence: float) -> str:
-    seeds = sorted(rows["seeds"].unique().to_list())
-    replicates = sorted(rows["replicates"].unique().to_list())
-    seed_text = (
-        "-".join(str(value) for value in (seeds[0], seeds[-1])) if seeds[0] != seeds[-1] else str(seeds[0])
-    )
+    replicates = rows["replicates"].unique().to_list()
     return (
-        f"mean over {seed_text} seeds; bands/bars: {_interval_text(confidence)} "
+        f"mean over {_count_text(rows['seeds'].unique().to_list())} seeds; bands/bars: {_interval_text(confidence)} "
         f"(two-level bootstrap over seeds and {max(replicates)} episode resamples per seed)"
     )
 
@@ -115,7 +105,7 @@ def readout_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopL
     )
     models = [
         name
-        for agent in _agents(data)
+        for agent in _study_agents(data)
         for name in (agent, f"{agent} (untrained)")
         if name in set(data["model"])
     ]
@@ -182,7 +172,7 @@ def learning_rate_chart(rows: pl.DataFrame, confidence: float, title: str) -> al
         .agg(pl.col("mean").first())
         .sort("index")
     )
-    agents = _agents(fitted)
+    agents = _study_agents(fitted)
     y_scale = alt.Scale(type="log", domain=[1e-3, 1], clamp=True)
     base = alt.Chart(fitted.to_pandas()).encode(
         x=alt.X(
@@ -220,7 +210,7 @@ def learning_rate_chart(rows: pl.DataFrame, confidence: float, title: str) -> al
 
 def _bars(rows: pl.DataFrame, confidence: float, title: str, x_title: str, group: str, group_title: str):
     """Bars of ``mean`` per agent, grouped by ``group``, with interval whiskers."""
-    agents = _agents(rows)
+    agents = _study_agents(rows)
     base = alt.Chart(rows.to_pandas()).encode(
         y=alt.Y("agent:N", title=None, sort=agents),
         color=_agent_color(agents, legend=False),
@@ -260,9 +250,9 @@ def sgd_regret_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.T
     """
     curves = rows.filter(pl.col("quantity") == "sgd_regret")
     targets = rows.filter(pl.col("quantity") == "in_context_regret")
-    agents = _agents(rows)
+    agents = _study_agents(rows)
     color = _agent_color(agents, legend=True)
-    fresh = curves.filter((pl.col("target") == "fresh_init") & (pl.col("agent") == _agents(curves)[0]))
+    fresh = curves.filter((pl.col("target") == "fresh_init") & (pl.col("agent") == _study_agents(curves)[0]))
     own = curves.filter(pl.col("target") == "own_init")
     x = alt.X("index:Q", title="SGD steps on the task (one pull each)")
     y = alt.Y("mean:Q", title="expected regret per step")
