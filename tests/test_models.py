@@ -51,6 +51,20 @@ def test_step_agrees_with_forward(family, settings):
 
 
 @pytest.mark.parametrize("family,settings", cases())
+def test_steps_in_the_model_dtype(family, settings):
+    """The initial state follows the parameters' dtype, so a float64 model can act."""
+    model = make(family, settings).double()
+    xs = torch.randn(2, 3, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        state = model.initial_state(2, 3, "cpu")
+        steps = []
+        for t in range(3):
+            state, y = model.step(state, xs[:, t])
+            steps.append(y)
+        torch.testing.assert_close(torch.stack(steps, dim=1), model(xs), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("family,settings", cases())
 def test_outputs_are_causal(family, settings):
     model = make(family, settings)
     xs = torch.randn(2, 10, 5, generator=torch.Generator().manual_seed(2))

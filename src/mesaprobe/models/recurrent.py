@@ -47,7 +47,8 @@ class Recurrent(SequenceModel):
         self.head = nn.Linear(config.hidden, output_size)
 
     def initial_state(self, batch: int, horizon: int, device: torch.device | str) -> list:
-        zeros = lambda: torch.zeros(1, batch, self.config.hidden, device=device)  # noqa: E731
+        dtype = self.head.weight.dtype  # the layers refuse a state of another dtype
+        zeros = lambda: torch.zeros(1, batch, self.config.hidden, device=device, dtype=dtype)  # noqa: E731
         if self.cell is nn.LSTM:
             return [(zeros(), zeros()) for _ in self.rnns]
         return [zeros() for _ in self.rnns]
