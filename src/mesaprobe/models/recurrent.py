@@ -8,7 +8,7 @@ so ``step`` and ``forward`` share all weights and kernels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +16,9 @@ from torch.nn import functional as F
 
 from mesaprobe.models.base import SequenceModel
 from mesaprobe.spec.settings import SettingError
+
+if TYPE_CHECKING:
+    from mesaprobe.models.seeds import SeedLSTM
 
 
 @dataclass(frozen=True)
@@ -68,25 +71,29 @@ class Recurrent(SequenceModel):
             inputs = h
             h, _ = rnn(h)  # (B, T, H)
             hidden[f"layer{i + 1}"] = h
-            if return_hidden and isinstance(rnn, nn.LSTM):
+            if return_hidden and self.cell is nn.LSTM:  # the class: a seed-stacked layer is no nn.LSTM
                 hidden[f"layer{i + 1}_cell"] = lstm_cell_states(rnn, inputs, h)  # the LSTM's other state
         ys = self.head(h)  # (B, T, O)
         return (ys, hidden) if return_hidden else ys
 
 
-def lstm_cell_states(rnn: nn.LSTM, xs: Tensor, hs: Tensor) -> Tensor:
+def lstm_cell_states(rnn: nn.LSTM | SeedLSTM, xs: Tensor, hs: Tensor) -> Tensor:
     """(B, T, H) cell states c_t of a one-layer, batch-first LSTM, from its inputs xs (B, T, I)
     and outputs hs (B, T, H), starting from zero state.
 
     torch's LSTM returns the cell state of the last step only.  The gates are affine in
     (x_t, h_(t-1)) and every h_(t-1) is known, so one matrix product gives all gates; only
-    c_t = f_t c_(t-1) + i_t g_t runs over time (elementwise).
+    c_t = f_t c_(t-1) + i_t g_t runs over time (elementwise).  A seed-stacked LSTM
+    (``models/seeds.py``) is not an ``nn.LSTM`` and gives its gates itself, one product per seed.
     """
-    assert rnn.num_layers == 1 and rnn.batch_first and not rnn.bidirectional and rnn.proj_size == 0
     previous = F.pad(hs, (0, 0, 1, 0))[:, :-1]  # (B, T, H): h_(t-1), h_0 = 0
-    gates = xs @ rnn.weight_ih_l0.T + previous @ rnn.weight_hh_l0.T  # (B, T, 4H)
-    if rnn.bias:
-        gates = gates + rnn.bias_ih_l0 + rnn.bias_hh_l0
+    if isinstance(rnn, nn.LSTM):
+        assert rnn.num_layers == 1 and rnn.batch_first and not rnn.bidirectional and rnn.proj_size == 0
+        gates = xs @ rnn.weight_ih_l0.T + previous @ rnn.weight_hh_l0.T  # (B, T, 4H)
+        if rnn.bias:
+            gates = gates + rnn.bias_ih_l0 + rnn.bias_hh_l0
+    else:
+        gates = rnn.gates(xs, previous)  # (B, T, 4H)
     input_gate, forget_gate, cell_input, _ = gates.chunk(4, dim=-1)  # torch's order: i, f, g, o
     input_gate, forget_gate, cell_input = input_gate.sigmoid(), forget_gate.sigmoid(), cell_input.tanh()
     cell = torch.zeros_like(hs[:, 0])  # (B, H)
