@@ -232,15 +232,16 @@ class SeedGRU(SeedRecurrent):
         input_gates = self.input_gates(xs, self.bias_ih_l0)  # (S, B, T, 3H)
         h = self.hidden_blocks(h0, xs)  # (S, B, H)
         hs = []
+        split = 2 * self.hidden_size  # torch's gate order r, z | n
         for t in range(xs.shape[1]):
-            input_reset, input_update, input_new = input_gates[:, :, t].chunk(3, dim=-1)
-            hidden_reset, hidden_update, hidden_new = torch.baddbmm(
+            input_step = input_gates[:, :, t]  # (S, B, 3H)
+            hidden_step = torch.baddbmm(
                 self.bias_hh_l0[:, None], h, self.weight_hh_l0.transpose(1, 2)
-            ).chunk(3, dim=-1)  # (S, B, H) each; torch's gate order r, z, n
-            reset = torch.sigmoid(input_reset + hidden_reset)
-            update = torch.sigmoid(input_update + hidden_update)
-            new = torch.tanh(input_new + reset * hidden_new)
-            h = (1 - update) * new + update * h
+            )  # (S, B, 3H)
+            # r and z in one sigmoid; n = tanh(i_n + r * h_n); h' = (1 - z) n + z h = lerp(n, h, z)
+            reset, update = torch.sigmoid(input_step[..., :split] + hidden_step[..., :split]).chunk(2, dim=-1)
+            new = torch.tanh(torch.addcmul(input_step[..., split:], reset, hidden_step[..., split:]))
+            h = torch.lerp(new, h, update)
             hs.append(h)
         return self.outputs(hs), h.view(1, -1, self.hidden_size)
 
