@@ -178,3 +178,14 @@ def test_rows_must_split_into_seed_blocks(case):
         stacked(xs)
     with torch.no_grad(), pytest.raises(ValueError, match="rows"):
         stacked.step(stacked.initial_state(len(xs), STEPS, "cpu"), xs[:, 0])
+
+
+def test_stacked_recurrent_layers_check_their_inputs():
+    layer = SeedGRU([nn.GRU(INPUTS, 8, batch_first=True) for _ in range(SEEDS)])
+    xs = torch.randn(SEEDS * BATCH, 2, INPUTS)
+    out, last = layer(xs)
+    assert out.shape == (SEEDS * BATCH, 2, 8) and last.shape == (1, SEEDS * BATCH, 8)
+    with pytest.raises(ValueError, match="state of shape"):
+        layer(xs, torch.zeros(1, BATCH, 8))
+    with pytest.raises(ValueError, match="at least one step"):
+        layer(xs[:, :0])

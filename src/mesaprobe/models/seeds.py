@@ -197,6 +197,8 @@ class SeedRecurrent(nn.Module):
         if xs.dim() != 3:
             raise ValueError(f"expected batch-first sequences (N, T, I), got {tuple(xs.shape)}")
         rows, steps, _ = xs.shape
+        if steps < 1:
+            raise ValueError("expected sequences of at least one step")  # as torch's layers
         projected = torch.baddbmm(
             bias[:, None], seed_blocks(xs, self.seeds), self.weight_ih_l0.transpose(1, 2)
         )  # (S, N/S * T, G*H)
@@ -234,10 +236,8 @@ class SeedGRU(SeedRecurrent):
         hs = []
         split = 2 * self.hidden_size  # torch's gate order r, z | n
         for t in range(xs.shape[1]):
-            input_step = input_gates[:, :, t]  # (S, B, 3H)
-            hidden_step = torch.baddbmm(
-                self.bias_hh_l0[:, None], h, self.weight_hh_l0.transpose(1, 2)
-            )  # (S, B, 3H)
+            input_step = input_gates[:, :, t]  # (S, B, 3H), as hidden_step
+            hidden_step = torch.baddbmm(self.bias_hh_l0[:, None], h, self.weight_hh_l0.transpose(1, 2))
             # r and z in one sigmoid; n = tanh(i_n + r * h_n); h' = (1 - z) n + z h = lerp(n, h, z)
             reset, update = torch.sigmoid(input_step[..., :split] + hidden_step[..., :split]).chunk(2, dim=-1)
             new = torch.tanh(torch.addcmul(input_step[..., split:], reset, hidden_step[..., split:]))
@@ -259,9 +259,8 @@ class SeedLSTM(SeedRecurrent):
         hs = []
         for t in range(xs.shape[1]):
             gates = torch.baddbmm(input_gates[:, :, t], h, self.weight_hh_l0.transpose(1, 2))  # (S, B, 4H)
-            input_gate, forget_gate, cell_input, output_gate = gates.chunk(
-                4, dim=-1
-            )  # torch's order: i, f, g, o
+            # torch's gate order: i, f, g, o
+            input_gate, forget_gate, cell_input, output_gate = gates.chunk(4, dim=-1)
             c = torch.sigmoid(forget_gate) * c + torch.sigmoid(input_gate) * torch.tanh(cell_input)
             h = torch.sigmoid(output_gate) * torch.tanh(c)
             hs.append(h)
