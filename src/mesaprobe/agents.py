@@ -19,12 +19,13 @@ import torch
 from torch import Tensor
 
 from mesaprobe.models.base import SequenceModel
+from mesaprobe.seeding import SeedGenerators, uniform
 
 
-def sample_categorical(logits: Tensor, generator: torch.Generator) -> Tensor:
+def sample_categorical(logits: Tensor, generator: torch.Generator | SeedGenerators) -> Tensor:
     """One draw per row from softmax(logits), by the Gumbel-max trick (no host sync)."""
-    uniform = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=logits.dtype)
-    gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(logits.dtype).tiny)))
+    draws = uniform(logits.shape, generator, logits.device, logits.dtype)
+    gumbel = -torch.log(-torch.log(draws.clamp_min(torch.finfo(logits.dtype).tiny)))
     return (logits + gumbel).argmax(dim=-1)
 
 

@@ -4,6 +4,11 @@ Nothing in mesaprobe touches the global RNG.  A generator is derived from the ru
 seed and a tuple of names saying what it is for (``("train", run_config_id)``,
 ``("heldout", environment_id, probe, seed)``), so two purposes never share a stream
 and the same purpose always gets the same one.
+
+Several seeds of one run trained in one process (``training.seeds_per_job``) keep their
+own generators (:class:`SeedGenerators`): each seed draws, from its own generator, exactly
+the numbers it would draw alone, so a run's randomness does not depend on which seeds
+share its job.
 """
 
 from __future__ import annotations
@@ -53,3 +58,33 @@ def make_generator(*parts: object, device: torch.device | str = "cpu") -> torch.
     generator = torch.Generator(device=device)
     generator.manual_seed(derive_seed(*parts))
     return generator
+
+
+class SeedGenerators(tuple):
+    """The generators of S seeds trained together, one per seed, in seed order.
+
+    Batches of such a job are seed-major: seed ``s`` owns the ``s``-th of S equal blocks of
+    rows.  Samplers that draw per row go through :func:`uniform`, which gives every block the
+    draw of its own seed's generator.
+    """
+
+    @property
+    def device(self) -> torch.device:
+        return self[0].device
+
+
+def uniform(
+    shape: tuple[int, ...],
+    generator: torch.Generator | SeedGenerators,
+    device: torch.device | str,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """U[0, 1) of ``shape`` from ``generator``; with :class:`SeedGenerators`, one block of rows
+    (the first dimension) per seed, each drawn from that seed's generator."""
+    if not isinstance(generator, SeedGenerators):
+        return torch.rand(shape, generator=generator, device=device, dtype=dtype)
+    rows, rest = shape[0], tuple(shape[1:])
+    if rows % len(generator):
+        raise ValueError(f"{rows} rows do not split into {len(generator)} seeds' blocks")
+    block = (rows // len(generator), *rest)
+    return torch.cat([torch.rand(block, generator=g, device=device, dtype=dtype) for g in generator])

@@ -44,6 +44,10 @@ class Environment:
     registered_name: ClassVar[str]
     #: Observation columns (the last ones) that are private to the current step.
     private_size: int = 0
+    #: False where an episode's reward depends on the other episodes of its batch (the
+    #: commitment game's adversary learns from them): seeds trained together then step
+    #: their own blocks of rows apart (:class:`mesaprobe.train.seeds.SeedEnvironments`).
+    rows_independent: ClassVar[bool] = True
 
     def __init__(self, config):
         self.config = config

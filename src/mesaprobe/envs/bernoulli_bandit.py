@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from mesaprobe.envs.base import Environment
-from mesaprobe.seeding import fixed_permutation
+from mesaprobe.seeding import fixed_permutation, uniform
 from mesaprobe.spec.settings import SettingError
 
 Prior = Literal[
@@ -215,7 +215,7 @@ class BernoulliBandit(Environment):
         luck, which sharpens comparisons between them.
         """
         probs = state.probs
-        luck = torch.rand(probs.shape[0], generator=generator, device=probs.device)
+        luck = uniform((probs.shape[0],), generator, probs.device)
         reward = (luck < self.expected_reward(state, action)).to(probs.dtype)
         t = state.t + 1
         observation = self.observation(action, reward, t)

@@ -275,6 +275,7 @@ class Outcome:
 class Commitment(Environment):
     kind: ClassVar[str] = "commitment"
     Config: ClassVar[type] = CommitmentConfig
+    rows_independent: ClassVar[bool] = False  # the adversary guesses from the batch's other episodes
 
     def __init__(self, config: CommitmentConfig):
         super().__init__(config)
