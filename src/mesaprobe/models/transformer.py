@@ -119,7 +119,8 @@ class CausalSelfAttention(nn.Module):
     def step(self, x: Tensor, keys: Tensor, values: Tensor, t: int) -> Tensor:
         B, C = x.shape
         capacity = keys.shape[2]
-        q, k, v = self.split_heads(x[:, None], torch.tensor([t], device=x.device))  # (B, H, 1, D)
+        position = torch.full((1,), t, device=x.device)  # a fill on the device: no host-to-device copy
+        q, k, v = self.split_heads(x[:, None], position)  # (B, H, 1, D)
         slot = t % capacity
         keys[:, :, slot] = k[:, :, 0]
         values[:, :, slot] = v[:, :, 0]
