@@ -72,8 +72,13 @@ def parser() -> argparse.ArgumentParser:
     sub = command("plan", "list the runs, probes and baselines of a study")
     sub.add_argument("--json", action="store_true", help="print the plan as JSON")
 
-    sub = command("train", "train one run (resumes from partial.pt if present)")
-    sub.add_argument("--run", required=True, help="run id (see `mesaprobe plan`)")
+    sub = command("train", "train one run, or seeds of one run together (resumes from partial.pt if present)")
+    sub.add_argument(
+        "--run",
+        required=True,
+        action="append",
+        help="run id (see `mesaprobe plan`); repeat it to train seeds of one run in one process",
+    )
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
     with_results(sub)
 
@@ -133,6 +138,9 @@ def run_command(arguments: argparse.Namespace) -> int:
                 print(
                     f"run   {run.id}  environment={run.environment.label} agent={run.agent} seed={run.seed}"
                 )
+            for group in plan.seed_groups:
+                if len(group) > 1:
+                    print(f"train {' '.join(run.id for run in group)}  (seeds trained in one job)")
             for job in plan.probe_jobs:
                 print(f"probe {job.output}")
             for job in plan.baseline_jobs:
@@ -147,7 +155,8 @@ def run_command(arguments: argparse.Namespace) -> int:
     set_threads(arguments.threads)
     results = results_directory(study, arguments.results_root)
     if arguments.command == "train":
-        print(jobs.train_job(plan, arguments.run, results, progress=not arguments.quiet))
+        for checkpoint in jobs.train_seeds_job(plan, arguments.run, results, progress=not arguments.quiet):
+            print(checkpoint)
     elif arguments.command == "freeze":
         print(jobs.freeze_job(plan, arguments.run, results))
     elif arguments.command == "probe":

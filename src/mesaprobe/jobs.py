@@ -24,10 +24,10 @@ from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.frozen import freeze, load_frozen
 from mesaprobe.models import build_model
 from mesaprobe.probes import PROBES
-from mesaprobe.seeding import derive_seed, make_generator
+from mesaprobe.seeding import SeedGenerators, derive_seed, make_generator
 from mesaprobe.spec import Component, Plan, Run, settings_hash
 from mesaprobe.spec.plan import ProbeJob
-from mesaprobe.train.loop import TrainingState, load_checkpoint, mean_of_last, save_checkpoint, train
+from mesaprobe.train.loop import TrainingState, load_checkpoint, mean_of_last, save_checkpoints, train
 
 CHECKPOINT = "checkpoint.pt"
 PARTIAL = "partial.pt"
@@ -119,55 +119,113 @@ def identity(plan: Plan, run: Run) -> dict[str, Any]:
 
 def train_job(plan: Plan, run_id: str, results: Path, progress: bool = True) -> Path:
     """Train one run to ``runs/<run>/checkpoint.pt`` (resuming from ``partial.pt`` if present)."""
-    run = find_run(plan, run_id)
-    directory = results / run.directory
-    environment = make_environment(run.environment, run.seed)  # the pool's tasks, if it has one
-    device = resolve_device(run.training.device)
-    model = new_model(run, environment).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=run.training.lr)
+    return train_seeds_job(plan, [run_id], results, progress)[0]
+
+
+def train_seeds_job(plan: Plan, run_ids: list[str], results: Path, progress: bool = True) -> list[Path]:
+    """Train runs that differ only by seed in one process (``training.seeds_per_job``).
+
+    Every run gets exactly the files it would get trained alone (checkpoints, partial
+    checkpoints, manifest); see :mod:`mesaprobe.train.seeds`.  Runs whose partial
+    checkpoints stopped at different updates (an earlier job grouped them otherwise)
+    each resume alone.
+    """
+    runs = [find_run(plan, run_id) for run_id in run_ids]
+    check_seed_group(plan, runs)
+    directories = [results / run.directory for run in runs]
+    environments = [make_environment(run.environment, run.seed) for run in runs]  # a pool per seed
+    identities = [identity(plan, run) for run in runs]
+    partials = [directory / PARTIAL for directory in directories]
+    resumed = [
+        load_checkpoint(partial, expected) if partial.exists() else None
+        for partial, expected in zip(partials, identities, strict=True)
+    ]
+    if len({None if checkpoint is None else checkpoint["update"] for checkpoint in resumed}) > 1:
+        print(f"{runs[0].id}: its seeds stopped at different updates; each resumes alone", flush=True)
+        return [train_job(plan, run.id, results, progress) for run in runs]
+    training = runs[0].training
+    device = resolve_device(training.device)
+    models = [new_model(run, environment) for run, environment in zip(runs, environments, strict=True)]
+    task_generators = [
+        make_generator("train-tasks", run.config_hash, run.seed, device=device) for run in runs
+    ]
+    action_generators = [
+        make_generator("train-actions", run.config_hash, run.seed, device=device) for run in runs
+    ]
+    if len(runs) == 1:
+        environment, model = environments[0], models[0].to(device)
+        task_generator, action_generator = task_generators[0], action_generators[0]
+    else:
+        from mesaprobe.models.seeds import stack_models
+        from mesaprobe.train.seeds import SeedEnvironments
+
+        environment, model = SeedEnvironments(environments), stack_models(models).to(device)
+        task_generator, action_generator = SeedGenerators(task_generators), SeedGenerators(action_generators)
     state = TrainingState(
         model=model,
-        optimizer=optimizer,
-        task_generator=make_generator("train-tasks", run.config_hash, run.seed, device=device),
-        action_generator=make_generator("train-actions", run.config_hash, run.seed, device=device),
+        optimizer=torch.optim.Adam(model.parameters(), lr=training.lr),
+        task_generator=task_generator,
+        action_generator=action_generator,
     )
-    partial = directory / PARTIAL
-    expected = identity(plan, run)
-    if partial.exists():
-        state.load_checkpoint(load_checkpoint(partial, expected))
-        print(f"{run.id}: resuming from {partial} at update {state.update}", flush=True)
-    directory.mkdir(parents=True, exist_ok=True)
-    write_json(
-        directory / RESOLVED, {"run": run.id, "seed": run.seed, "study": plan.study.name, **run.resolved}
-    )
+    if resumed[0] is not None:
+        state.load_member_checkpoints(resumed)
+        print(f"{', '.join(run_ids)}: resuming from {PARTIAL} at update {state.update}", flush=True)
+    for run, directory in zip(runs, directories, strict=True):
+        directory.mkdir(parents=True, exist_ok=True)
+        write_json(
+            directory / RESOLVED, {"run": run.id, "seed": run.seed, "study": plan.study.name, **run.resolved}
+        )
+    description = runs[0].id if len(runs) == 1 else f"{runs[0].id} and {len(runs) - 1} more seeds"
     started = time.perf_counter()
-    train(environment, state, run.training, partial, expected, progress=progress, description=run.id)
+    train(environment, state, training, partials, identities, progress=progress, description=description)
     session_seconds = time.perf_counter() - started
-    checkpoint = directory / CHECKPOINT
-    save_checkpoint(state, checkpoint, expected)
-    write_json(
-        directory / TRAIN_MANIFEST,
-        {
-            "run": run.id,
-            "study": plan.study.name,
-            "spec_hash": plan.study.spec_hash,
-            "seed": run.seed,
-            "updates": state.update,
-            "env_steps": state.env_steps,
-            "wall_seconds": state.wall_seconds,
-            "env_steps_per_second": state.env_steps / max(state.wall_seconds, 1e-9),
-            # For prediction environments an env step is one token.
-            "tokens_per_second": (
-                state.env_steps / max(state.wall_seconds, 1e-9) if environment.kind == "prediction" else None
-            ),
-            "session_seconds": session_seconds,
-            "final_metrics": mean_of_last(state.history),
-            "history": state.history,
-            **provenance(str(device)),
-        },
-    )
-    partial.unlink(missing_ok=True)
-    return checkpoint
+    checkpoints = [directory / CHECKPOINT for directory in directories]
+    save_checkpoints(state, checkpoints, identities)
+    speed = state.env_steps / max(state.wall_seconds, 1e-9)  # of each run
+    for run, directory, member in zip(runs, directories, state.member_checkpoints(), strict=True):
+        write_json(
+            directory / TRAIN_MANIFEST,
+            {
+                "run": run.id,
+                "study": plan.study.name,
+                "spec_hash": plan.study.spec_hash,
+                "seed": run.seed,
+                "updates": state.update,
+                "env_steps": state.env_steps,
+                "wall_seconds": state.wall_seconds,
+                "env_steps_per_second": speed,
+                # For prediction environments an env step is one token.
+                "tokens_per_second": speed if environments[0].kind == "prediction" else None,
+                # Several seeds per job: the job's throughput is theirs together.
+                "seeds_in_job": len(runs),
+                "job_env_steps_per_second": speed * len(runs),
+                "session_seconds": session_seconds,
+                "final_metrics": mean_of_last(member["history"]),
+                "history": member["history"],
+                **provenance(str(device)),
+            },
+        )
+    for partial in partials:
+        partial.unlink(missing_ok=True)
+    return checkpoints
+
+
+def check_seed_group(plan: Plan, runs: list[Run]) -> None:
+    """Runs trained in one job must differ by seed only."""
+    first = runs[0]
+    for run in runs[1:]:
+        if (run.environment.name, run.architecture.name, run.config_hash) != (
+            first.environment.name,
+            first.architecture.name,
+            first.config_hash,
+        ):
+            raise UserError(
+                f"{plan.study.file}: runs {first.id} and {run.id} differ by more than their seed; "
+                "only seeds of one run train in one job"
+            )
+    seeds = [run.seed for run in runs]
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{plan.study.file}: run {first.id} is named twice for one job (seeds {seeds})")
 
 
 def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:

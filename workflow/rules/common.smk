@@ -59,10 +59,13 @@ SELECTION = " ".join(
 MESAPROBE = f"{sys.executable} -m mesaprobe"
 
 
-def train_resources(wildcards):
+def gpus(run):
     """GPU jobs ask the scheduler for one GPU; CPU studies never do."""
-    run = PLAN.run(wildcards.run)
     return 1 if run.training.device.startswith("cuda") else 0
+
+
+def train_resources(wildcards):
+    return gpus(PLAN.run(wildcards.run))
 
 
 def table_inputs():

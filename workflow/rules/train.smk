@@ -1,4 +1,6 @@
-# Training and freezing: one job per run (environment x architecture x training x seed).
+# Training and freezing: one job per run (environment x architecture x training x seed),
+# or one training job per group of seeds of a run (training.seeds_per_job). A group's rule
+# names its runs' checkpoints explicitly; Snakemake prefers it to the wildcard rule below.
 
 
 rule train:
@@ -14,6 +16,27 @@ rule train:
     shell:
         "{MESAPROBE} train {SPEC:q} --run {wildcards.run} --results-root {RESULTS_ROOT:q} "
         "--threads {threads} > {log:q} 2>&1"
+
+
+for index, group in enumerate(group for group in PLAN.seed_groups if len(group) > 1):
+
+    rule:
+        name:
+            f"train_seeds_{index}"
+        output:
+            [f"{OUT}/runs/{run.id}/checkpoint.pt" for run in group],
+        log:
+            f"{OUT}/logs/train/{group[0].id}+{len(group) - 1}.log",
+        params:
+            runs=" ".join(f"--run {run.id}" for run in group),
+        threads: TRAIN_THREADS
+        resources:
+            gpu=gpus(group[0]),
+            mem_mb=4000,
+            runtime=240,
+        shell:
+            "{MESAPROBE} train {SPEC:q} {params.runs} --results-root {RESULTS_ROOT:q} "
+            "--threads {threads} > {log:q} 2>&1"
 
 
 rule freeze:

@@ -31,7 +31,7 @@ ALGORITHMS_FOR_KIND = {
 ARCHITECTURES_FOR_ALGORITHM = {"reptile": ("memoryless",)}
 
 #: Training settings that change where or how often work happens, not what is learned.
-OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every")
+OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every", "seeds_per_job")
 
 
 def join_variants(*variants: str) -> str:
@@ -174,6 +174,21 @@ class Plan:
 
     def run(self, run_id: str) -> Run:
         return self.runs_by_id[run_id]
+
+    @functools.cached_property
+    def seed_groups(self) -> tuple[tuple[Run, ...], ...]:
+        """Runs trained together, one job per group: the seeds of each run, in seed order, in
+        groups of ``training.seeds_per_job`` (resolved for this machine's device)."""
+        by_setting: dict[tuple[str, str, str], list[Run]] = {}
+        for run in self.runs:
+            key = (run.environment.name, run.architecture.name, run.config_hash)
+            by_setting.setdefault(key, []).append(run)
+        groups = []
+        for runs in by_setting.values():
+            size = runs[0].training.seeds_in_job()
+            runs = sorted(runs, key=lambda run: run.seed)
+            groups.extend(tuple(runs[start : start + size]) for start in range(0, len(runs), size))
+        return tuple(groups)
 
     @property
     def table_inputs(self) -> list[str]:

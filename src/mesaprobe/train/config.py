@@ -7,6 +7,18 @@ from typing import ClassVar, Literal
 
 from mesaprobe.spec.settings import SettingError
 
+#: Algorithms that can train several seeds of a run in one process (reptile already batches its tasks).
+SEED_STACKING_ALGORITHMS = ("a2c", "ppo", "predict", "regress")
+
+#: Seeds per job on a GPU when ``seeds_per_job: auto`` (on a CPU: 1).
+AUTO_SEEDS_PER_GPU_JOB = 8
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
 
 @dataclass(frozen=True)
 class TrainingConfig:
@@ -56,6 +68,9 @@ class TrainingConfig:
     """Updates between resumable checkpoints (partial.pt in the run directory)."""
     device: str = "auto"
     """Where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
+    seeds_per_job: int | Literal["auto"] = "auto"
+    """Seeds of one run trained together in one process (stacked weights; see
+    :mod:`mesaprobe.train.seeds`); auto: AUTO_SEEDS_PER_GPU_JOB on a GPU, else 1."""
 
     #: Settings added after results were recorded: left out of run ids while at their default.
     id_neutral_defaults: ClassVar[tuple[str, ...]] = ("inner_steps", "inner_lr", "inner_episodes")
@@ -82,8 +97,26 @@ class TrainingConfig:
         for name in ("value_coef", "entropy_coef", "entropy_final", "max_grad_norm", "ppo_clip"):
             if getattr(self, name) < 0:
                 raise SettingError(name, f"expected a non-negative number, got {getattr(self, name)}")
+        if self.seeds_per_job != "auto" and self.seeds_per_job < 1:
+            raise SettingError("seeds_per_job", f"expected auto or a positive integer, got {self.seeds_per_job}")
+        if self.seeds_per_job not in ("auto", 1) and self.algorithm not in SEED_STACKING_ALGORITHMS:
+            raise SettingError(
+                "seeds_per_job",
+                f"{self.algorithm} trains one seed per job (expected 1 or auto); "
+                f"several seeds per job: {', '.join(SEED_STACKING_ALGORITHMS)}",
+            )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise SettingError("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def seeds_in_job(self) -> int:
+        """Seeds per training job: ``seeds_per_job``, with auto resolved for the device the runs
+        train on (a GPU when ``device`` names CUDA, or is auto and this machine has one)."""
+        if self.seeds_per_job != "auto":
+            return self.seeds_per_job
+        if self.algorithm not in SEED_STACKING_ALGORITHMS:
+            return 1
+        on_gpu = self.device.startswith("cuda") or (self.device == "auto" and cuda_available())
+        return AUTO_SEEDS_PER_GPU_JOB if on_gpu else 1
 
     def env_steps_per_update(self, horizon: int) -> int:
         """Pulls (or tokens, examples) one update plays: every episode of every inner step."""

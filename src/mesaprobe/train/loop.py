@@ -17,6 +17,7 @@ import contextlib
 import math
 import signal
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from mesaprobe.envs.base import Environment
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.models.base import SequenceModel
+from mesaprobe.seeding import SeedGenerators
 from mesaprobe.train.config import TrainingConfig
 
 
@@ -46,14 +48,20 @@ class TrainingState:
 
     model: SequenceModel
     optimizer: torch.optim.Optimizer
-    task_generator: torch.Generator
-    action_generator: torch.Generator
+    task_generator: torch.Generator | SeedGenerators
+    action_generator: torch.Generator | SeedGenerators
     update: int = 0
     env_steps: int = 0
     wall_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
+    @property
+    def seeds(self) -> int:
+        """Seeds trained together in this state (1: one run; see :mod:`mesaprobe.train.seeds`)."""
+        return len(self.task_generator) if isinstance(self.task_generator, SeedGenerators) else 1
+
     def to_checkpoint(self) -> dict[str, Any]:
+        assert self.seeds == 1, "a state of several seeds is saved per seed (member_checkpoints)"
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -65,22 +73,75 @@ class TrainingState:
             "history": self.history,
         }
 
+    def member_checkpoints(self) -> list[dict[str, Any]]:
+        """One checkpoint per seed, each what that seed trained alone would save."""
+        if self.seeds == 1:
+            return [self.to_checkpoint()]
+        from mesaprobe.models.seeds import member_state_dict
+        from mesaprobe.train.seeds import member_history, member_optimizer_state
+
+        optimizer = self.optimizer.state_dict()
+        return [
+            {
+                "model": member_state_dict(self.model, index),
+                "optimizer": member_optimizer_state(optimizer, index, self.seeds),
+                "task_generator": self.task_generator[index].get_state(),
+                "action_generator": self.action_generator[index].get_state(),
+                "update": self.update,
+                "env_steps": self.env_steps,
+                "wall_seconds": self.wall_seconds,
+                "history": member_history(self.history, index),
+            }
+            for index in range(self.seeds)
+        ]
+
     def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        assert self.seeds == 1, "a state of several seeds is loaded per seed (load_member_checkpoints)"
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.task_generator.set_state(checkpoint["task_generator"])
         self.action_generator.set_state(checkpoint["action_generator"])
+        self.load_counters(checkpoint)
+        self.history = list(checkpoint["history"])
+
+    def load_member_checkpoints(self, checkpoints: list[dict[str, Any]]) -> None:
+        """Continue from every seed's own checkpoint; all must be at the same update."""
+        if self.seeds == 1:
+            self.load_checkpoint(checkpoints[0])
+            return
+        from mesaprobe.train.seeds import stacked_history, stacked_optimizer_state
+
+        updates = {int(checkpoint["update"]) for checkpoint in checkpoints}
+        assert len(updates) == 1, f"seeds stopped at different updates {sorted(updates)}"
+        self.model.load_state_dict(
+            {key: torch.stack([c["model"][key] for c in checkpoints]) for key in checkpoints[0]["model"]}
+        )
+        self.optimizer.load_state_dict(stacked_optimizer_state([c["optimizer"] for c in checkpoints]))
+        for index, checkpoint in enumerate(checkpoints):
+            self.task_generator[index].set_state(checkpoint["task_generator"])
+            self.action_generator[index].set_state(checkpoint["action_generator"])
+        self.load_counters(checkpoints[0])
+        self.history = stacked_history([list(c["history"]) for c in checkpoints])
+
+    def load_counters(self, checkpoint: dict[str, Any]) -> None:
         self.update = int(checkpoint["update"])
         self.env_steps = int(checkpoint["env_steps"])
         self.wall_seconds = float(checkpoint["wall_seconds"])
-        self.history = list(checkpoint["history"])
 
 
 def save_checkpoint(state: TrainingState, path: Path, identity: dict[str, Any]) -> None:
+    save_checkpoints(state, [path], [identity])
+
+
+def save_checkpoints(
+    state: TrainingState, paths: Sequence[Path], identities: Sequence[dict[str, Any]]
+) -> None:
+    """Each seed's checkpoint to its own path, stamped with its run's identity."""
     from mesaprobe.artifacts import atomic_path
 
-    with atomic_path(path) as temporary:
-        torch.save({"identity": identity, **state.to_checkpoint()}, temporary)
+    for path, identity, checkpoint in zip(paths, identities, state.member_checkpoints(), strict=True):
+        with atomic_path(path) as temporary:
+            torch.save({"identity": identity, **checkpoint}, temporary)
 
 
 def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
@@ -161,18 +222,25 @@ def train(
     environment: Environment,
     state: TrainingState,
     config: TrainingConfig,
-    partial_path: Path,
-    identity: dict[str, Any],
+    partial_path: Path | Sequence[Path],
+    identity: dict[str, Any] | Sequence[dict[str, Any]],
     progress: bool = True,
     description: str = "train",
 ) -> TrainingState:
-    """Train until ``config.env_steps``, checkpointing to ``partial_path``; returns the final state."""
+    """Train until ``config.env_steps``, checkpointing to ``partial_path``; returns the final state.
+
+    A state of several seeds takes one ``partial_path`` and ``identity`` per seed, in seed order;
+    the progress bar counts the env steps of all of them.
+    """
+    paths = [partial_path] if isinstance(partial_path, Path) else list(partial_path)
+    identities = [identity] if isinstance(identity, dict) else list(identity)
     total_updates = config.updates(environment.horizon)
     steps_per_update = config.env_steps_per_update(environment.horizon)
+    seeds = state.seeds
     state.model.train()
     bar = tqdm(
-        total=total_updates * steps_per_update,
-        initial=state.env_steps,
+        total=total_updates * steps_per_update * seeds,
+        initial=state.env_steps * seeds,
         unit="step",
         unit_scale=True,
         desc=description,
@@ -184,26 +252,40 @@ def train(
         started = time.perf_counter() - state.wall_seconds
         while state.update < total_updates:
             statistics = update(environment, state, config, total_updates)
-            values = {name: float(value) for name, value in statistics.items()}  # one sync per update
-            if not all(math.isfinite(value) for value in values.values()) or not all(
+            # One host sync per update; several seeds: one value per seed.
+            values = {
+                name: value.tolist() if seeds > 1 else float(value) for name, value in statistics.items()
+            }
+            numbers = [x for value in values.values() for x in (value if seeds > 1 else [value])]
+            if not all(math.isfinite(x) for x in numbers) or not all(
                 torch.isfinite(p).all() for p in state.model.parameters()
             ):
                 raise TrainingDiverged(
-                    f"{partial_path.parent}: training diverged at update {state.update + 1} "
-                    f"({values}); the last good checkpoint is {partial_path.name}"
+                    f"{paths[0].parent}: training diverged at update {state.update + 1} "
+                    f"({values}); the last good checkpoint is {paths[0].name}"
+                    + (
+                        f" (trained with {seeds - 1} other seeds, whose own are kept too)"
+                        if seeds > 1
+                        else ""
+                    )
                 )
             state.update += 1
             state.env_steps += steps_per_update
             state.wall_seconds = time.perf_counter() - started
             state.history.append({"update": state.update, "env_steps": state.env_steps} | values)
-            bar.update(steps_per_update)
-            bar.set_postfix({key: f"{value:.3f}" for key, value in list(values.items())[:2]}, refresh=False)
+            bar.update(steps_per_update * seeds)
+            shown = list(values.items())[:2]
+            bar.set_postfix(
+                {key: f"{sum(value) / seeds if seeds > 1 else value:.3f}" for key, value in shown},
+                refresh=False,
+            )
             if state.update % config.checkpoint_every == 0 and state.update < total_updates:
-                save_checkpoint(state, partial_path, identity)
+                save_checkpoints(state, paths, identities)
             if stop.received is not None:
-                save_checkpoint(state, partial_path, identity)
+                save_checkpoints(state, paths, identities)
                 raise Preempted(
-                    f"{partial_path.parent}: stopped by signal {signal.Signals(stop.received).name} at "
-                    f"update {state.update}/{total_updates}; rerun to resume from {partial_path.name}"
+                    f"{paths[0].parent}: stopped by signal {signal.Signals(stop.received).name} at "
+                    f"update {state.update}/{total_updates}; rerun to resume from {paths[0].name}"
+                    + (f" (and the {seeds - 1} other seeds' own)" if seeds > 1 else "")
                 )
     return state

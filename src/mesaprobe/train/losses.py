@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mesaprobe.agents import policy_and_value
+from mesaprobe.train.seeds import per_seed_mean
 
 
 def generalized_advantages(
@@ -47,21 +48,26 @@ def actor_critic_loss(
     entropy_coef: float,
     old_log_probs: Tensor | None = None,
     clip: float = 0.2,
+    seeds: int = 1,
 ) -> LossParts:
     """Policy gradient with a learned baseline, value regression and an entropy bonus.
 
     Without ``old_log_probs`` the policy term is A2C's ``-A log pi(a)``; with them it is
     PPO's clipped surrogate ``-min(r A, clip(r, 1 - clip, 1 + clip) A)`` with
     ``r = pi(a) / pi_old(a)`` (equal gradients at r = 1).
+
+    With several ``seeds`` trained together every part is a mean over each seed's own block
+    of episodes, shape (seeds,) (:mod:`mesaprobe.train.seeds`).
     """
     logits, values = policy_and_value(outputs, outputs.shape[-1] - 1)
     log_probs = F.log_softmax(logits, dim=-1)  # (B, T, A)
     chosen = log_probs.gather(-1, actions[..., None]).squeeze(-1)  # (B, T)
-    entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
+    entropy = per_seed_mean(-(log_probs.exp() * log_probs).sum(-1), seeds)
     if old_log_probs is None:
-        policy = -(chosen * advantages).mean()
+        policy = per_seed_mean(-(chosen * advantages), seeds)
     else:
         ratio = (chosen - old_log_probs).exp()
-        policy = -torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages).mean()
-    value = 0.5 * (returns - values).pow(2).mean()
+        surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+        policy = per_seed_mean(-surrogate, seeds)
+    value = per_seed_mean(0.5 * (returns - values).pow(2), seeds)
     return LossParts(policy + value_coef * value - entropy_coef * entropy, policy, value, entropy)

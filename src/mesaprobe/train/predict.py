@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, schedule
+from mesaprobe.train.rl import gradient_step
+from mesaprobe.train.seeds import per_seed_mean
 
 
 def predict_update(
@@ -27,9 +28,10 @@ def predict_update(
     tasks = environment.sample_tasks(config.batch, state.task_generator, model.device)
     tokens = environment.sample(tasks, state.task_generator)  # (B, T)
     logits = model(environment.observation(tokens))  # (B, T, K)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-    state.optimizer.step()
+    if state.seeds == 1:
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
+    else:  # each seed's own mean (mesaprobe.train.seeds)
+        losses = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # (S * B, T)
+        loss = per_seed_mean(losses, state.seeds)
+    gradient_step(state, loss, config)
     return {"logloss_bits": loss.detach() / math.log(2)}

@@ -9,12 +9,13 @@ y_1..y_(k-1), divided by the input dimension D (the ``mse_per_dim`` of
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, schedule
+from mesaprobe.train.rl import gradient_step
+from mesaprobe.train.seeds import per_seed_mean
 
 
 def regress_update(
@@ -26,9 +27,13 @@ def regress_update(
     tasks = environment.sample_tasks(config.batch, state.task_generator, model.device)
     examples = environment.sample(tasks, state.task_generator)  # inputs (B, K, D), targets (B, K)
     predictions = model(environment.observation(examples))[..., 0]  # (B, K)
-    loss = F.mse_loss(predictions, examples.targets.to(predictions.dtype)) / environment.dimension
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-    state.optimizer.step()
+    targets = examples.targets.to(predictions.dtype)
+    if state.seeds == 1:
+        loss = F.mse_loss(predictions, targets) / environment.dimension
+    else:  # each seed's own mean (mesaprobe.train.seeds)
+        loss = (
+            per_seed_mean(F.mse_loss(predictions, targets, reduction="none"), state.seeds)
+            / environment.dimension
+        )
+    gradient_step(state, loss, config)
     return {"mse_per_dim": loss.detach()}

@@ -8,6 +8,10 @@ ratio 1.  The policy and the value are two heads of one sequence model (outputs
 ``[..., :actions]`` and ``[..., actions]``); recurrent state is reset at every
 episode boundary because every sequence is one whole episode.
 
+Several seeds trained together (:mod:`mesaprobe.train.seeds`) play seed-major batches of
+``batch`` episodes per seed; losses, standardised advantages, gradient clipping and PPO's
+minibatches are each seed's own.
+
 * ``a2c``: one gradient step on the whole batch (advantage actor-critic);
 * ``ppo``: ``ppo_epochs`` passes over ``ppo_minibatches`` minibatches of whole
   episodes with the clipped surrogate objective (Schulman et al. 2017), advantages
@@ -25,6 +29,7 @@ from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, schedule
 from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
 from mesaprobe.train.rollout import Trajectory, play
+from mesaprobe.train.seeds import clip_gradients, per_seed_mean
 
 
 def rollout(environment: Environment, state: TrainingState, batch: int) -> Trajectory:
@@ -36,15 +41,34 @@ def rollout(environment: Environment, state: TrainingState, batch: int) -> Traje
         return play(environment, tasks, agent, state.task_generator, state.action_generator)
 
 
-def normalized(advantages: Tensor) -> Tensor:
-    return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+def normalized(advantages: Tensor, seeds: int = 1) -> Tensor:
+    """Standardised advantages; with several seeds, within each seed's own block of episodes."""
+    if seeds == 1:
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    blocks = advantages.reshape(seeds, -1)
+    mean, std = blocks.mean(dim=1, keepdim=True), blocks.std(dim=1, keepdim=True)
+    return ((blocks - mean) / (std + 1e-8)).reshape(advantages.shape)
 
 
 def gradient_step(state: TrainingState, loss: Tensor, config: TrainingConfig) -> None:
+    """One optimiser step on ``loss`` (several seeds: their losses, one each, summed)."""
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(state.model.parameters(), config.max_grad_norm)
+    loss.sum().backward()
+    clip_gradients(list(state.model.parameters()), config.max_grad_norm, state.seeds)
     state.optimizer.step()
+
+
+def episode_order(state: TrainingState, batch: int) -> Tensor:
+    """A random order of the ``batch`` episodes of each seed, as rows of the whole batch:
+    seed-major, so that every minibatch holds the same number of each seed's episodes."""
+    device = state.model.device
+    if state.seeds == 1:
+        return torch.randperm(batch, generator=state.action_generator, device=device)
+    orders = [
+        torch.randperm(batch, generator=generator, device=device) + index * batch
+        for index, generator in enumerate(state.action_generator)
+    ]
+    return torch.stack(orders)  # (S, batch)
 
 
 def rl_update(
@@ -52,6 +76,7 @@ def rl_update(
 ) -> dict[str, Tensor]:
     """One rollout and its A2C step or PPO epochs; returns the update's statistics."""
     progress = schedule(config, state, total_updates)
+    seeds = state.seeds
     entropy_coef = config.entropy_coef + (config.entropy_final - config.entropy_coef) * progress
     actions = environment.action_count
     trajectory = rollout(environment, state, config.batch)
@@ -63,9 +88,9 @@ def rl_update(
             trajectory.rewards, values, config.gamma, config.gae_lambda
         )
         if config.normalize_advantages:
-            advantages = normalized(advantages)
+            advantages = normalized(advantages, seeds)
         loss = actor_critic_loss(
-            outputs, trajectory.actions, advantages, returns, config.value_coef, entropy_coef
+            outputs, trajectory.actions, advantages, returns, config.value_coef, entropy_coef, seeds=seeds
         )
         gradient_step(state, loss.total, config)
     else:
@@ -77,15 +102,15 @@ def rl_update(
         advantages, returns = generalized_advantages(
             trajectory.rewards, values, config.gamma, config.gae_lambda
         )
-        batch = trajectory.actions.shape[0]
+        batch = config.batch
         size = -(-batch // config.ppo_minibatches)
         for _ in range(config.ppo_epochs):
-            order = torch.randperm(batch, generator=state.action_generator, device=state.model.device)
+            order = episode_order(state, batch)
             for start in range(0, batch, size):
-                episodes = order[start : start + size]
+                episodes = order[..., start : start + size].reshape(-1)
                 minibatch_advantages = advantages[episodes]
                 if config.normalize_advantages:
-                    minibatch_advantages = normalized(minibatch_advantages)
+                    minibatch_advantages = normalized(minibatch_advantages, seeds)
                 outputs = state.model(trajectory.observations[episodes])
                 loss = actor_critic_loss(
                     outputs,
@@ -96,12 +121,13 @@ def rl_update(
                     entropy_coef,
                     old_log_probs=old_log_probs[episodes],
                     clip=config.ppo_clip,
+                    seeds=seeds,
                 )
                 gradient_step(state, loss.total, config)
 
     return {
-        "reward_per_step": trajectory.expected_rewards.mean(),
-        "regret_per_step": trajectory.regrets.mean(),
+        "reward_per_step": per_seed_mean(trajectory.expected_rewards, seeds),
+        "regret_per_step": per_seed_mean(trajectory.regrets, seeds),
         "entropy": loss.entropy.detach(),
         "value_loss": loss.value.detach(),
     }
