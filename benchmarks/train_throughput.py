@@ -2,10 +2,13 @@
 
     python benchmarks/train_throughput.py                       # CPU (or CUDA if present)
     python benchmarks/train_throughput.py --device cuda --batches 512 4096 --json out.json
+    python benchmarks/train_throughput.py --seeds 1 8 --batches 64   # several seeds per process
 
 Each measurement times complete updates (acting step by step with the model, then the
 whole-episode forward/backward pass and the optimiser step) after warm-up updates, on
-2-armed uniform bandits with 100 pulls.  Prints a table and writes JSON.
+2-armed uniform bandits with 100 pulls.  With ``--seeds S`` S seeds train together as in a
+job of ``training.seeds_per_job: S`` (stacked weights, ``batch`` episodes per seed) and the
+env steps of all S count.  Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ from mesaprobe.device import resolve_device, set_threads
 from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.models import ARCHITECTURES, SequenceModel, build_model
-from mesaprobe.seeding import make_generator
+from mesaprobe.models.seeds import stack_models
+from mesaprobe.seeding import SeedGenerators, make_generator
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, update
+from mesaprobe.train.seeds import SeedEnvironments
 
 MODELS = {
     "gru-64": ("gru", {"hidden": 64}),
@@ -36,14 +41,21 @@ MODELS = {
 }
 
 
-def training_state(model: SequenceModel, config: TrainingConfig, device: torch.device) -> TrainingState:
-    """A fresh training state for ``model`` with the benchmarks' fixed generators."""
-    return TrainingState(
-        model,
-        torch.optim.Adam(model.parameters(), lr=config.lr),
-        make_generator("bench-tasks", device=device),
-        make_generator("bench-actions", device=device),
-    )
+def training_state(
+    model: SequenceModel, config: TrainingConfig, device: torch.device, seeds: int = 1
+) -> TrainingState:
+    """A fresh training state for ``model`` (stacked when ``seeds`` > 1) with the benchmarks' fixed generators."""
+    if seeds == 1:
+        tasks, actions = (
+            make_generator("bench-tasks", device=device),
+            make_generator("bench-actions", device=device),
+        )
+    else:
+        tasks = SeedGenerators(make_generator("bench-tasks", seed, device=device) for seed in range(seeds))
+        actions = SeedGenerators(
+            make_generator("bench-actions", seed, device=device) for seed in range(seeds)
+        )
+    return TrainingState(model, torch.optim.Adam(model.parameters(), lr=config.lr), tasks, actions)
 
 
 def synchronize(device: torch.device) -> None:
@@ -66,19 +78,23 @@ def time_updates(
     return time.perf_counter() - started
 
 
-def measure(name: str, batch: int, device: torch.device, updates: int, warmup: int) -> dict:
-    """Env-steps/s of A2C training of model ``name`` on 2-armed uniform bandits with 100 pulls."""
+def measure(name: str, batch: int, device: torch.device, updates: int, warmup: int, seeds: int = 1) -> dict:
+    """Env-steps/s of A2C training of model ``name`` on 2-armed uniform bandits with 100 pulls
+    (``seeds`` seeds at once, ``batch`` episodes each)."""
     family, settings = MODELS[name]
     environment = BernoulliBandit(BernoulliBanditConfig(arms=2, horizon=100))
     config = TrainingConfig(batch=batch, env_steps=batch * 100 * (updates + warmup))
-    model = build_model(
-        family, ARCHITECTURES.get(family).Config(**settings), environment.observation_size, 3
-    ).to(device)
-    seconds = time_updates(environment, training_state(model, config, device), config, updates, warmup)
-    steps = updates * batch * environment.horizon
+    config_of_family = ARCHITECTURES.get(family).Config(**settings)
+    models = [build_model(family, config_of_family, environment.observation_size, 3) for _ in range(seeds)]
+    model = (models[0] if seeds == 1 else stack_models(models)).to(device)
+    if seeds > 1:
+        environment = SeedEnvironments([environment] * seeds)
+    seconds = time_updates(environment, training_state(model, config, device, seeds), config, updates, warmup)
+    steps = updates * batch * environment.horizon * seeds
     return {
         "model": name,
-        "parameters": sum(parameter.numel() for parameter in model.parameters()),
+        "parameters": sum(parameter.numel() for parameter in models[0].parameters()),
+        "seeds": seeds,
         "batch": batch,
         "env_steps": steps,
         "seconds": seconds,
@@ -99,6 +115,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds trained together")
     parser.add_argument("--updates", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/train_throughput.json"))
@@ -106,12 +123,14 @@ def main() -> None:
     set_threads(arguments.threads)
     device = resolve_device(arguments.device)
     rows = []
-    print(f"{'model':<20}{'batch':>8}{'env-steps/s':>16}   device={device} threads={torch.get_num_threads()}")
+    threads = torch.get_num_threads()
+    print(f"{'model':<20}{'seeds':>6}{'batch':>8}{'env-steps/s':>16}   device={device} threads={threads}")
     for name in arguments.models:
-        for batch in arguments.batches:
-            row = measure(name, batch, device, arguments.updates, arguments.warmup)
-            rows.append(row)
-            print(f"{name:<20}{batch:>8}{row['env_steps_per_second']:>16,.0f}", flush=True)
+        for seeds in arguments.seeds:
+            for batch in arguments.batches:
+                row = measure(name, batch, device, arguments.updates, arguments.warmup, seeds)
+                rows.append(row)
+                print(f"{name:<20}{seeds:>6}{batch:>8}{row['env_steps_per_second']:>16,.0f}", flush=True)
     write_json(arguments.json, rows, device)
 
 
