@@ -235,8 +235,9 @@ class SeedGRU(SeedRecurrent):
         h = self.hidden_blocks(h0, xs)  # (S, B, H)
         hs = []
         split = 2 * self.hidden_size  # torch's gate order r, z | n
-        for t in range(xs.shape[1]):
-            input_step = input_gates[:, :, t]  # (S, B, 3H), as hidden_step
+        # unbind, not indexing per step: the backward pass of one index per step would
+        # write a zero gradient of all T steps each time (quadratic in T).
+        for input_step in input_gates.unbind(dim=2):  # (S, B, 3H), as hidden_step
             hidden_step = torch.baddbmm(self.bias_hh_l0[:, None], h, self.weight_hh_l0.transpose(1, 2))
             # r and z in one sigmoid; n = tanh(i_n + r * h_n); h' = (1 - z) n + z h = lerp(n, h, z)
             reset, update = torch.sigmoid(input_step[..., :split] + hidden_step[..., :split]).chunk(2, dim=-1)
@@ -257,8 +258,8 @@ class SeedLSTM(SeedRecurrent):
         h0, c0 = (None, None) if state is None else state
         h, c = self.hidden_blocks(h0, xs), self.hidden_blocks(c0, xs)  # (S, B, H)
         hs = []
-        for t in range(xs.shape[1]):
-            gates = torch.baddbmm(input_gates[:, :, t], h, self.weight_hh_l0.transpose(1, 2))  # (S, B, 4H)
+        for input_step in input_gates.unbind(dim=2):  # as in SeedGRU
+            gates = torch.baddbmm(input_step, h, self.weight_hh_l0.transpose(1, 2))  # (S, B, 4H)
             # torch's gate order: i, f, g, o
             input_gate, forget_gate, cell_input, output_gate = gates.chunk(4, dim=-1)
             c = torch.sigmoid(forget_gate) * c + torch.sigmoid(input_gate) * torch.tanh(cell_input)
