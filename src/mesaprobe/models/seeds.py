@@ -239,9 +239,12 @@ class SeedGRU(SeedRecurrent):
         # write a zero gradient of all T steps each time (quadratic in T).
         for input_step in input_gates.unbind(dim=2):  # (S, B, 3H), as hidden_step
             hidden_step = torch.baddbmm(self.bias_hh_l0[:, None], h, self.weight_hh_l0.transpose(1, 2))
-            # r and z in one sigmoid; n = tanh(i_n + r * h_n); h' = (1 - z) n + z h = lerp(n, h, z)
-            reset, update = torch.sigmoid(input_step[..., :split] + hidden_step[..., :split]).chunk(2, dim=-1)
-            new = torch.tanh(torch.addcmul(input_step[..., split:], reset, hidden_step[..., split:]))
+            # r and z in one sigmoid; n = tanh(i_n + r * h_n); h' = (1 - z) n + z h = lerp(n, h, z).
+            # split, not slices: a slice's backward pass writes zeros over the whole tensor first.
+            input_rz, input_n = input_step.split([split, self.hidden_size], dim=-1)
+            hidden_rz, hidden_n = hidden_step.split([split, self.hidden_size], dim=-1)
+            reset, update = torch.sigmoid(input_rz + hidden_rz).chunk(2, dim=-1)
+            new = torch.tanh(torch.addcmul(input_n, reset, hidden_n))
             h = torch.lerp(new, h, update)
             hs.append(h)
         return self.outputs(hs), h.view(1, -1, self.hidden_size)
