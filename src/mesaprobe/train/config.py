@@ -64,6 +64,11 @@ class TrainingConfig:
     """Reptile: learning rate of the inner SGD steps (plain SGD, no clipping)."""
     inner_episodes: int = 1
     """Reptile: episodes of the task played with the current weights before each inner step."""
+    precision: Literal["float32", "bf16"] = "float32"
+    """Arithmetic of training updates: float32, or bf16 (mixed precision: torch.autocast to
+    bfloat16 for matrix products and attention, float32 weights, optimiser and losses), for
+    Transformers on GPUs with bf16 tensor cores.  Acting while training runs under the same
+    autocast (A2C stays on-policy); frozen models are probed in float32.  Changes run ids."""
     checkpoint_every: int = 50
     """Updates between resumable checkpoints (partial.pt in the run directory)."""
     device: str = "auto"
@@ -73,7 +78,7 @@ class TrainingConfig:
     :mod:`mesaprobe.train.seeds`); auto: AUTO_SEEDS_PER_GPU_JOB on a GPU, else 1."""
 
     #: Settings added after results were recorded: left out of run ids while at their default.
-    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("inner_steps", "inner_lr", "inner_episodes")
+    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("inner_steps", "inner_lr", "inner_episodes", "precision")
 
     def validate(self) -> None:
         for name in (
@@ -104,6 +109,10 @@ class TrainingConfig:
                 "seeds_per_job",
                 f"{self.algorithm} trains one seed per job (expected 1 or auto); "
                 f"several seeds per job: {', '.join(SEED_STACKING_ALGORITHMS)}",
+            )
+        if self.precision != "float32" and self.algorithm not in SEED_STACKING_ALGORITHMS:
+            raise SettingError(
+                "precision", f"{self.algorithm} trains in float32 only; bf16: {', '.join(SEED_STACKING_ALGORITHMS)}"
             )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise SettingError("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")

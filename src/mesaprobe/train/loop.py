@@ -161,6 +161,21 @@ def update(
     environment: Environment, state: TrainingState, config: TrainingConfig, total_updates: int
 ) -> dict:
     """One update of the run's algorithm; returns its statistics (tensors or numbers)."""
+    with mixed_precision(config, state.model.device):
+        return algorithm_update(environment, state, config, total_updates)
+
+
+def mixed_precision(config: TrainingConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast for ``precision: bf16`` (matrix products and attention in bfloat16; torch keeps
+    reductions, softmax and losses in float32); otherwise nothing."""
+    if config.precision == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def algorithm_update(
+    environment: Environment, state: TrainingState, config: TrainingConfig, total_updates: int
+) -> dict:
     if config.algorithm in ("a2c", "ppo"):
         from mesaprobe.train.rl import rl_update
 
