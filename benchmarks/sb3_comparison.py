@@ -174,6 +174,13 @@ def main() -> None:
     parser.add_argument("--warmup-rollouts", type=int, default=1, help="untimed sb3 rollouts first")
     parser.add_argument("--updates", type=int, default=50, help="timed mesaprobe updates")
     parser.add_argument("--warmup", type=int, default=1, help="untimed mesaprobe updates first")
+    parser.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int,
+        default=[1],
+        help="mesaprobe seeds per process (training.seeds_per_job), each with 64 episodes per update",
+    )
     parser.add_argument("--json", type=Path, default=Path("benchmarks/sb3_comparison.json"))
     arguments = parser.parse_args()
     set_threads(arguments.threads)
@@ -185,12 +192,13 @@ def main() -> None:
         for name in arguments.settings
     ]
     mesaprobe_rows = [
-        {"trainer": "mesaprobe A2C"}
-        | measure(name, MESAPROBE_BATCH, device, arguments.updates, arguments.warmup)
+        {"trainer": "mesaprobe A2C" + (f", {seeds} seeds per process" if seeds > 1 else "")}
+        | measure(name, MESAPROBE_BATCH, device, arguments.updates, arguments.warmup, seeds)
+        for seeds in arguments.seeds
         for name in MESAPROBE_MODELS
     ]
     ratios = {
-        row["model"]: {
+        row["model"] + (f" x {row['seeds']} seeds" if row["seeds"] > 1 else ""): {
             sb3["setting"]: row["env_steps_per_second"] / sb3["env_steps_per_second"] for sb3 in sb3_rows
         }
         for row in mesaprobe_rows
@@ -205,7 +213,7 @@ def main() -> None:
         )
     for row in mesaprobe_rows:
         print(
-            f"| {row['trainer']} | {row['model']} | {row['batch']} episodes x 100 steps, one full-batch step "
+            f"| {row['trainer']} | {row['model']} | {row['batch']} episodes x 100 steps per seed, one full-batch step "
             f"| {row['parameters']:,} | {row['env_steps_per_second']:,.0f} |"
         )
     print("\n| mesaprobe / sb3 | " + " | ".join(row["setting"] for row in sb3_rows) + " |")
