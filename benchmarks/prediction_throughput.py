@@ -2,6 +2,7 @@
 
     python benchmarks/prediction_throughput.py --threads 1              # CPU, one thread
     python benchmarks/prediction_throughput.py --device cuda --json out.json
+    python benchmarks/prediction_throughput.py --device cuda --precision float32 bf16   # mixed precision
 
 Each measurement times complete ``predict`` updates (``mesaprobe.train.loop.update``:
 sampling 128 fresh order-1 binary Markov chains of 256 tokens, the whole-sequence
@@ -62,13 +63,23 @@ def sampling_seconds(environment: Markov, batch: int, device: torch.device, repe
 
 
 def measure(
-    name: str, batch: int, sequence_length: int, device: torch.device, updates: int, warmup: int
+    name: str,
+    batch: int,
+    sequence_length: int,
+    device: torch.device,
+    updates: int,
+    warmup: int,
+    precision: str = "float32",
 ) -> dict:
-    """Tokens/s and model FLOP/s of log-loss training of model ``name`` on binary Markov chains."""
+    """Tokens/s and model FLOP/s of log-loss training of model ``name`` on binary Markov chains
+    (``precision``: float32 or bf16 mixed precision, ``training.precision``)."""
     family, settings = MODELS[name]
     environment = Markov(MarkovConfig(symbols=2, horizon=sequence_length, order=1))
     config = TrainingConfig(
-        algorithm="predict", batch=batch, env_steps=batch * sequence_length * (updates + warmup)
+        algorithm="predict",
+        batch=batch,
+        env_steps=batch * sequence_length * (updates + warmup),
+        precision=precision,
     )
     model = build_model(
         family,
@@ -81,6 +92,7 @@ def measure(
     per_token = flops_per_token(model, sequence_length)
     return {
         "model": name,
+        "precision": precision,
         "parameters": sum(parameter.numel() for parameter in model.parameters()),
         "batch": batch,
         "sequence_length": sequence_length,
@@ -101,6 +113,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch", type=int, default=128, help="sequences per update")
     parser.add_argument("--sequence-length", type=int, default=256, help="tokens per sequence")
+    parser.add_argument("--precision", nargs="+", default=["float32"], choices=["float32", "bf16"])
     parser.add_argument("--updates", type=int, default=10, help="timed updates")
     parser.add_argument("--warmup", type=int, default=2, help="untimed updates first")
     parser.add_argument("--json", type=Path, default=Path("benchmarks/prediction_throughput.json"))
@@ -111,21 +124,28 @@ def main() -> None:
     rows = []
     print(f"device={device} threads={torch.get_num_threads()}\n")
     print(
-        "| model | parameters | batch x length | tokens/s | model FLOPs/token | model FLOP/s "
-        "| sampling / update |\n|---|---|---|---|---|---|---|"
+        "| model | precision | parameters | batch x length | tokens/s | model FLOPs/token | model FLOP/s "
+        "| sampling / update |\n|---|---|---|---|---|---|---|---|"
     )
     for name in arguments.models:
-        row = measure(
-            name, arguments.batch, arguments.sequence_length, device, arguments.updates, arguments.warmup
-        )
-        rows.append(row)
-        print(
-            f"| {name} | {row['parameters']:,} | {row['batch']} x {row['sequence_length']} "
-            f"| {row['tokens_per_second']:,.0f} | {row['flops_per_token'] / 1e6:.2f} M "
-            f"| {row['model_flops_per_second'] / 1e9:.1f} G "
-            f"| {row['sampling_seconds_per_update']:.3f} s of {row['seconds_per_update']:.3f} s |",
-            flush=True,
-        )
+        for precision in arguments.precision:
+            row = measure(
+                name,
+                arguments.batch,
+                arguments.sequence_length,
+                device,
+                arguments.updates,
+                arguments.warmup,
+                precision,
+            )
+            rows.append(row)
+            print(
+                f"| {name} | {precision} | {row['parameters']:,} | {row['batch']} x {row['sequence_length']} "
+                f"| {row['tokens_per_second']:,.0f} | {row['flops_per_token'] / 1e6:.2f} M "
+                f"| {row['model_flops_per_second'] / 1e9:.1f} G "
+                f"| {row['sampling_seconds_per_update']:.3f} s of {row['seconds_per_update']:.3f} s |",
+                flush=True,
+            )
     write_json(
         arguments.json, rows, device, load_average_1min={"before": load_before, "after": os.getloadavg()[0]}
     )
