@@ -104,13 +104,10 @@ def seed_blocks(x: Tensor, seeds: int) -> Tensor:
     return x.reshape(seeds, rows // seeds * math.prod(x.shape[1:-1]), x.shape[-1])  # (S, R, C)
 
 
-class SeedLinear(nn.Module):
-    """S ``nn.Linear`` layers: weight (S, out, in), bias (S, out) or none."""
+class SeedAffine(nn.Module):
+    """Base of the stacked layers with a weight and an optional bias per seed."""
 
-    def __init__(self, members: Sequence[nn.Linear]):
-        super().__init__()
-        self.in_features = members[0].in_features
-        self.out_features = members[0].out_features
+    def stack_weight_and_bias(self, members: Sequence[nn.Module]) -> None:
         self.weight = stacked_parameter([member.weight for member in members])
         if members[0].bias is None:
             self.register_parameter("bias", None)
@@ -120,6 +117,16 @@ class SeedLinear(nn.Module):
     @property
     def seeds(self) -> int:
         return self.weight.shape[0]
+
+
+class SeedLinear(SeedAffine):
+    """S ``nn.Linear`` layers: weight (S, out, in), bias (S, out) or none."""
+
+    def __init__(self, members: Sequence[nn.Linear]):
+        super().__init__()
+        self.in_features = members[0].in_features
+        self.out_features = members[0].out_features
+        self.stack_weight_and_bias(members)
 
     def forward(self, x: Tensor) -> Tensor:
         blocks = seed_blocks(x, self.seeds)  # (S, R, in)
@@ -133,7 +140,7 @@ class SeedLinear(nn.Module):
         return f"seeds={self.seeds}, in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class SeedLayerNorm(nn.Module):
+class SeedLayerNorm(SeedAffine):
     """S ``nn.LayerNorm`` layers over the last dimension: weight (S, C), bias (S, C) or none."""
 
     def __init__(self, members: Sequence[nn.LayerNorm]):
@@ -145,16 +152,7 @@ class SeedLayerNorm(nn.Module):
             )
         self.normalized_shape = tuple(first.normalized_shape)
         self.eps = first.eps
-        # A LayerNorm without parameters is never swapped, so the weight is there.
-        self.weight = stacked_parameter([member.weight for member in members])
-        if first.bias is None:
-            self.register_parameter("bias", None)
-        else:
-            self.bias = stacked_parameter([member.bias for member in members])
-
-    @property
-    def seeds(self) -> int:
-        return self.weight.shape[0]
+        self.stack_weight_and_bias(members)  # a LayerNorm without parameters is never swapped
 
     def forward(self, x: Tensor) -> Tensor:
         normal = seed_blocks(F.layer_norm(x, self.normalized_shape, eps=self.eps), self.seeds)  # (S, R, C)
