@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 from pathlib import Path
 
@@ -56,3 +57,27 @@ def run_all_jobs(plan, results: Path, resamples: int) -> dict[str, Path]:
         resamples=resamples,
         inside_paths=[results / path for path in plan.inside_inputs],
     )
+
+
+@contextlib.contextmanager
+def preempted_during(monkeypatch, update: int):
+    """Training inside the block gets SIGTERM while it takes update number ``update + 1`` (it
+    checkpoints and stops after that update); the real update function is back afterwards."""
+    import os
+    import signal
+
+    from mesaprobe.train import loop
+
+    real_update = loop.update
+
+    def update_then_preempt(environment, state, config, total_updates):
+        statistics = real_update(environment, state, config, total_updates)
+        if state.update == update:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return statistics
+
+    monkeypatch.setattr(loop, "update", update_then_preempt)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(loop, "update", real_update)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
-import signal
 import textwrap
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
 from mesaprobe.train.meta import adapt, memoryless_forward, reptile_update, task_weights
 from mesaprobe.train.rl import normalized
 from mesaprobe.train.rollout import play
+from tests.conftest import preempted_during
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -227,18 +226,8 @@ def test_reptile_trains_resumes_and_improves_the_adapted_reward(tmp_path, monkey
     history = whole["history"][-1]
     assert {"reward_per_step_before_adaptation", "reward_per_step_after_adaptation"} <= set(history)
 
-    real_update = loop.update
-
-    def update_then_preempt(environment, state, config, total_updates):
-        statistics = real_update(environment, state, config, total_updates)
-        if state.update == 0:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return statistics
-
-    monkeypatch.setattr(loop, "update", update_then_preempt)
-    with pytest.raises(loop.Preempted):
+    with preempted_during(monkeypatch, 0), pytest.raises(loop.Preempted):
         jobs.train_job(plan, run.id, tmp_path / "split", progress=False)
-    monkeypatch.setattr(loop, "update", real_update)
     resumed = torch.load(jobs.train_job(plan, run.id, tmp_path / "split", progress=False), weights_only=True)
     for name, tensor in whole["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name

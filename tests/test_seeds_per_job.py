@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import textwrap
 
 import polars as pl
@@ -17,6 +15,7 @@ from mesaprobe.seeding import SeedGenerators, make_generator, uniform
 from mesaprobe.spec import load_study, make_plan
 from mesaprobe.spec.settings import SpecError
 from mesaprobe.train import loop
+from tests.conftest import preempted_during
 from tests.test_pipeline import snakemake
 
 STUDY = """\
@@ -120,20 +119,11 @@ def test_a_preempted_group_resumes_to_the_same_weights(tmp_path, plan, monkeypat
         torch.load(p, weights_only=True)
         for p in jobs.train_seeds_job(plan, ids, tmp_path / "whole", progress=False)
     ]
-    real_update = loop.update
-
-    def update_then_preempt(environment, state, config, total_updates):
-        statistics = real_update(environment, state, config, total_updates)
-        if state.update == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return statistics
-
-    monkeypatch.setattr(loop, "update", update_then_preempt)
-    with pytest.raises(loop.Preempted, match="other seeds"):
-        jobs.train_seeds_job(plan, ids, tmp_path / "split", progress=False)
-    partials = [tmp_path / "split" / run.directory / jobs.PARTIAL for run in runs]
-    assert [torch.load(p, weights_only=True)["update"] for p in partials] == [2, 2, 2]
-    monkeypatch.setattr(loop, "update", real_update)
+    with preempted_during(monkeypatch, 1):
+        with pytest.raises(loop.Preempted, match="other seeds"):
+            jobs.train_seeds_job(plan, ids, tmp_path / "split", progress=False)
+        partials = [tmp_path / "split" / run.directory / jobs.PARTIAL for run in runs]
+        assert [torch.load(p, weights_only=True)["update"] for p in partials] == [2, 2, 2]
     resumed = [
         torch.load(p, weights_only=True)
         for p in jobs.train_seeds_job(plan, ids, tmp_path / "split", progress=False)
@@ -147,18 +137,8 @@ def test_a_preempted_group_resumes_to_the_same_weights(tmp_path, plan, monkeypat
 
 def test_seeds_stopped_at_different_updates_resume_alone(tmp_path, plan, monkeypatch):
     runs = seeds_of(plan, "bandit2", "memoryless")
-    real_update = loop.update
-
-    def update_then_preempt(environment, state, config, total_updates):
-        statistics = real_update(environment, state, config, total_updates)
-        if state.update == 0:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return statistics
-
-    monkeypatch.setattr(loop, "update", update_then_preempt)
-    with pytest.raises(loop.Preempted):
+    with preempted_during(monkeypatch, 0), pytest.raises(loop.Preempted):
         jobs.train_job(plan, runs[0].id, tmp_path, progress=False)  # seed 0 alone, stopped at update 1
-    monkeypatch.setattr(loop, "update", real_update)
     alone = torch.load(
         jobs.train_job(plan, runs[0].id, tmp_path / "alone", progress=False), weights_only=True
     )

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-
 import polars as pl
 import pytest
 import torch
@@ -16,6 +13,7 @@ from mesaprobe.frozen import load_frozen
 from mesaprobe.spec import load_study, make_plan
 from mesaprobe.train import loop
 from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
+from tests.conftest import preempted_during
 
 
 def test_generalized_advantages_by_hand():
@@ -94,21 +92,12 @@ def test_preempted_training_resumes_to_the_same_weights(tmp_path, tiny_plan, mon
     run = run_of(tiny_plan, "gru")
     uninterrupted = state_of(jobs.train_job(tiny_plan, run.id, tmp_path / "whole", progress=False))
 
-    real_update = loop.update
-
-    def update_then_preempt(environment, state, config, total_updates):
-        statistics = real_update(environment, state, config, total_updates)
-        if state.update == 0:  # during the first of two updates
-            os.kill(os.getpid(), signal.SIGTERM)
-        return statistics
-
-    monkeypatch.setattr(loop, "update", update_then_preempt)
-    with pytest.raises(loop.Preempted, match="rerun to resume"):
-        jobs.train_job(tiny_plan, run.id, tmp_path / "split", progress=False)
-    partial = tmp_path / "split" / run.directory / jobs.PARTIAL
-    assert partial.exists() and not (tmp_path / "split" / run.directory / jobs.CHECKPOINT).exists()
-    assert state_of(partial)["update"] == 1
-    monkeypatch.setattr(loop, "update", real_update)
+    with preempted_during(monkeypatch, 0):
+        with pytest.raises(loop.Preempted, match="rerun to resume"):
+            jobs.train_job(tiny_plan, run.id, tmp_path / "split", progress=False)
+        partial = tmp_path / "split" / run.directory / jobs.PARTIAL
+        assert partial.exists() and not (tmp_path / "split" / run.directory / jobs.CHECKPOINT).exists()
+        assert state_of(partial)["update"] == 1
     resumed = state_of(jobs.train_job(tiny_plan, run.id, tmp_path / "split", progress=False))
     assert resumed["update"] == 2 and resumed["env_steps"] == uninterrupted["env_steps"]
     for name, tensor in uninterrupted["model"].items():
