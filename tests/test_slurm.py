@@ -335,12 +335,15 @@ def test_tiny_study_through_slurm(slurm_cluster, tmp_path):
 
 
 def test_only_cuda_training_asks_for_a_gpu(tmp_path):
-    """The profile with a cuda study: train jobs declare gpu=1 (sbatch --gpus=1), nothing else does."""
+    """The profile with a cuda study: training jobs declare gpu=1 (sbatch --gpus=1), nothing else does."""
     pytest.importorskip(
         "snakemake_executor_plugin_slurm", reason="snakemake-executor-plugin-slurm not installed"
     )
     spec = tmp_path / "cuda.yaml"
-    spec.write_text(SLURM_STUDY.replace("batch: 16}", "batch: 16, device: cuda}"))
+    # Two seeds: on a GPU seeds_per_job (auto) trains them in one job, which asks for the GPU.
+    spec.write_text(
+        SLURM_STUDY.replace("batch: 16}", "batch: 16, device: cuda}").replace("seeds: [0]", "seeds: [0, 1]")
+    )
     result = snakemake(
         "--profile",
         str(REPO / "workflow" / "profiles" / "slurm"),
@@ -358,7 +361,10 @@ def test_only_cuda_training_asks_for_a_gpu(tmp_path):
             rule = line.split()[1].rstrip(":")
         elif line.strip().startswith("resources:") and rule:
             resources.setdefault(rule, []).append(line)
-    assert set(resources) >= set(EXPECTED_RULE_JOBS), resources
-    assert all("gpu=1" in line for line in resources["train"]), resources["train"]
-    for other in set(resources) - {"train"}:
+    training = {rule for rule in resources if rule.startswith("train")}
+    assert training == {"train_seeds_0", "train_seeds_1"}, resources  # gru and transformer, 2 seeds each
+    assert set(resources) >= set(EXPECTED_RULE_JOBS) - {"train"}, resources
+    for rule in training:
+        assert all("gpu=1" in line for line in resources[rule]), resources[rule]
+    for other in set(resources) - training:
         assert not any("gpu" in line for line in resources[other]), (other, resources[other])
