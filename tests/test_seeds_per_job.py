@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 import textwrap
 
@@ -235,6 +236,73 @@ def write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+@contextlib.contextmanager
+def no_values_read_back():
+    """Every way Python code reads a tensor's value into the host (``.item()``, ``bool()``,
+    ``float()``, ``.tolist()``, ``.cpu()``, ...) raises inside the block: on a GPU each would
+    wait for the device."""
+    names = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "cpu", "numpy")
+    saved = {name: getattr(torch.Tensor, name) for name in names}
+
+    def refuse(name):
+        def method(self, *arguments, **keywords):
+            raise AssertionError(f"Tensor.{name} called")
+
+        return method
+
+    for name in names:
+        setattr(torch.Tensor, name, refuse(name))
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+@pytest.mark.parametrize("family", ["gru", "lstm", "transformer", "memoryless"])
+@pytest.mark.parametrize(
+    ("environment", "settings"),
+    [
+        ("bernoulli_bandit", {"arms": 3, "horizon": 10}),
+        ("commitment", {"bits": 2, "function": "xor_mask", "noise": "private"}),
+    ],
+)
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_acting_never_reads_a_value_back_to_python(family, environment, settings, seeds):
+    """The step loop keeps every value on the device (what the CUDA test below checks with torch's
+    sync debug mode, checked here on the CPU at the Python level)."""
+    from mesaprobe.agents import ModelAgent
+    from mesaprobe.envs import ENVIRONMENTS
+    from mesaprobe.models import ARCHITECTURES, build_model
+    from mesaprobe.models.seeds import stack_models
+    from mesaprobe.train.rollout import play
+    from mesaprobe.train.seeds import SeedEnvironments
+
+    family_of = ENVIRONMENTS.get(environment)
+    alone = family_of(family_of.Config(**settings))
+    config = ARCHITECTURES.get(family).Config()
+    models = [
+        build_model(family, config, alone.observation_size, jobs.output_size(alone), alone.private_size)
+        for _ in range(seeds)
+    ]
+    tasks_generators = SeedGenerators(make_generator("tasks", seed) for seed in range(seeds))
+    action_generators = SeedGenerators(make_generator("actions", seed) for seed in range(seeds))
+    if seeds == 1:
+        played, model = alone, models[0]
+        tasks_generator, action_generator = tasks_generators[0], action_generators[0]
+    else:
+        played, model = SeedEnvironments([alone] * seeds), stack_models(models)
+        tasks_generator, action_generator = tasks_generators, action_generators
+    tasks = played.sample_tasks(4, tasks_generator, "cpu")
+    with torch.no_grad(), no_values_read_back():
+        trajectory = play(
+            played, tasks, ModelAgent(model, alone.action_count), tasks_generator, action_generator
+        )
+    assert trajectory.actions.shape == (4 * seeds, alone.horizon)
+    with no_values_read_back(), pytest.raises(AssertionError, match=r"Tensor\.item called"):
+        trajectory.rewards.sum().item()  # the check itself works
 
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
