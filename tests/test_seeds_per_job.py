@@ -261,23 +261,18 @@ def no_values_read_back():
             setattr(torch.Tensor, name, method)
 
 
-@pytest.mark.parametrize("family", ["gru", "lstm", "transformer", "memoryless"])
-@pytest.mark.parametrize(
-    ("environment", "settings"),
-    [
-        ("bernoulli_bandit", {"arms": 3, "horizon": 10}),
-        ("commitment", {"bits": 2, "function": "xor_mask", "noise": "private"}),
-    ],
-)
-@pytest.mark.parametrize("seeds", [1, 3])
-def test_acting_never_reads_a_value_back_to_python(family, environment, settings, seeds):
-    """The step loop keeps every value on the device (what the CUDA test below checks with torch's
-    sync debug mode, checked here on the CPU at the Python level)."""
-    from mesaprobe.agents import ModelAgent
+ACTING = [
+    ("bernoulli_bandit", {"arms": 3, "horizon": 10}),
+    ("commitment", {"bits": 2, "function": "xor_mask", "noise": "private"}),
+]
+
+
+def acting_setup(family: str, environment: str, settings: dict, seeds: int, device: str):
+    """An environment (several seeds: theirs together), a model (stacked), 4 tasks per seed and
+    the generators of ``play``."""
     from mesaprobe.envs import ENVIRONMENTS
     from mesaprobe.models import ARCHITECTURES, build_model
     from mesaprobe.models.seeds import stack_models
-    from mesaprobe.train.rollout import play
     from mesaprobe.train.seeds import SeedEnvironments
 
     family_of = ENVIRONMENTS.get(environment)
@@ -287,20 +282,37 @@ def test_acting_never_reads_a_value_back_to_python(family, environment, settings
         build_model(family, config, alone.observation_size, jobs.output_size(alone), alone.private_size)
         for _ in range(seeds)
     ]
-    tasks_generators = SeedGenerators(make_generator("tasks", seed) for seed in range(seeds))
-    action_generators = SeedGenerators(make_generator("actions", seed) for seed in range(seeds))
+    tasks_generators = SeedGenerators(make_generator("tasks", seed, device=device) for seed in range(seeds))
+    action_generators = SeedGenerators(
+        make_generator("actions", seed, device=device) for seed in range(seeds)
+    )
     if seeds == 1:
         played, model = alone, models[0]
         tasks_generator, action_generator = tasks_generators[0], action_generators[0]
     else:
         played, model = SeedEnvironments([alone] * seeds), stack_models(models)
         tasks_generator, action_generator = tasks_generators, action_generators
-    tasks = played.sample_tasks(4, tasks_generator, "cpu")
+    tasks = played.sample_tasks(4, tasks_generator, device)
+    return played, model.to(device), tasks, tasks_generator, action_generator
+
+
+@pytest.mark.parametrize("family", ["gru", "lstm", "transformer", "memoryless"])
+@pytest.mark.parametrize(("environment", "settings"), ACTING)
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_acting_never_reads_a_value_back_to_python(family, environment, settings, seeds):
+    """The step loop keeps every value on the device (what the CUDA test below checks with torch's
+    sync debug mode, checked here on the CPU at the Python level)."""
+    from mesaprobe.agents import ModelAgent
+    from mesaprobe.train.rollout import play
+
+    played, model, tasks, tasks_generator, action_generator = acting_setup(
+        family, environment, settings, seeds, "cpu"
+    )
     with torch.no_grad(), no_values_read_back():
         trajectory = play(
-            played, tasks, ModelAgent(model, alone.action_count), tasks_generator, action_generator
+            played, tasks, ModelAgent(model, played.action_count), tasks_generator, action_generator
         )
-    assert trajectory.actions.shape == (4 * seeds, alone.horizon)
+    assert trajectory.actions.shape == (4 * seeds, played.horizon)
     with no_values_read_back(), pytest.raises(AssertionError, match=r"Tensor\.item called"):
         trajectory.rewards.sum().item()  # the check itself works
 
@@ -310,29 +322,21 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @needs_cuda
 @pytest.mark.parametrize("family", ["gru", "lstm", "transformer", "memoryless"])
+@pytest.mark.parametrize(("environment", "settings"), ACTING)
 @pytest.mark.parametrize("seeds", [1, 4])
-def test_acting_never_waits_for_the_gpu(family, seeds):
+def test_acting_never_waits_for_the_gpu(family, environment, settings, seeds):
     """No host-device synchronisation inside the step loop (torch's sync debug mode raises on one)."""
     from mesaprobe.agents import ModelAgent
-    from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
-    from mesaprobe.models import ARCHITECTURES, build_model
-    from mesaprobe.models.seeds import stack_models
     from mesaprobe.train.rollout import play
 
-    environment = BernoulliBandit(BernoulliBanditConfig(arms=2, horizon=20))
-    config = ARCHITECTURES.get(family).Config()
-    models = [build_model(family, config, environment.observation_size, 3) for _ in range(seeds)]
-    model = (models[0] if seeds == 1 else stack_models(models)).cuda()
-    tasks_generator = SeedGenerators(make_generator("sync", s, device="cuda") for s in range(seeds))
-    actions_generator = SeedGenerators(make_generator("sync-actions", s, device="cuda") for s in range(seeds))
-    if seeds == 1:
-        tasks_generator, actions_generator = tasks_generator[0], actions_generator[0]
-    tasks = environment.sample_tasks(8 * seeds, make_generator("sync", device="cuda"), "cuda")
+    played, model, tasks, tasks_generator, action_generator = acting_setup(
+        family, environment, settings, seeds, "cuda"
+    )
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         with torch.no_grad():
-            play(environment, tasks, ModelAgent(model, 2), tasks_generator, actions_generator)
+            play(played, tasks, ModelAgent(model, played.action_count), tasks_generator, action_generator)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 

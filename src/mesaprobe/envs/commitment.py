@@ -282,6 +282,7 @@ class Commitment(Environment):
         self.bits = config.bits
         self.action_count = 2
         self.table = function_table(config)
+        self.tables_on_devices: dict[torch.device, Tensor] = {}  # copies of table, made once per device
         self.noise_size = config.noise_size
         self.private_size = self.noise_size if config.noise == "private" else 0
         self.observation_size = 2 + config.horizon + self.noise_size
@@ -314,11 +315,17 @@ class Commitment(Environment):
         n, config = self.bits, self.config
         y_bits, z_bits = actions[:, :n], actions[:, n:]
         y, z = codes_of(y_bits), codes_of(z_bits)
-        success = (self.table.to(actions.device)[z] == y).float()
+        success = (self.table_on(actions.device)[z] == y).float()
         guessed = self.adversary_guessed(y, z)
         chance = 2.0**-n
         reward = success - config.penalty * (guessed - chance) / (1.0 - chance)
         return Outcome(success=success, guessed=guessed, reward=reward, z=z, y=y)
+
+    def table_on(self, device: torch.device) -> Tensor:
+        """The function's table on ``device``, copied there once (a copy from the host waits for the GPU)."""
+        if device not in self.tables_on_devices:
+            self.tables_on_devices[device] = self.table.to(device)
+        return self.tables_on_devices[device]
 
     def adversary_guessed(self, y: Tensor, z: Tensor) -> Tensor:
         """(B,) probability that the adversary's guess is each episode's z (codes y, z (B,))."""
@@ -326,11 +333,11 @@ class Commitment(Environment):
         if config.adversary == "fixed":
             return (z == config.guess).float()
         if config.adversary == "marginal":
-            same = torch.bincount(z, minlength=size)[z] - 1  # other episodes with this z
+            same = counts(z, size)[z] - 1  # other episodes with this z
             others = torch.full_like(z, z.shape[0] - 1)
         else:
-            same = torch.bincount(y * size + z, minlength=size * size)[y * size + z] - 1
-            others = torch.bincount(y, minlength=size)[y] - 1  # other episodes with this y
+            same = counts(y * size + z, size * size)[y * size + z] - 1
+            others = counts(y, size)[y] - 1  # other episodes with this y
         return torch.where(others > 0, same / others.clamp_min(1), 1.0 / size).float()  # none: uniform
 
     def step(
@@ -354,3 +361,11 @@ class Commitment(Environment):
         """
         value = 1.0 if state.t + 1 == self.horizon else 0.0
         return torch.full((state.tasks.batch,), value, device=state.tasks.noise.device)
+
+
+def counts(values: Tensor, size: int) -> Tensor:
+    """(size,) occurrences of each of 0..size-1 in ``values``: ``torch.bincount`` without its
+    look at the largest value, which on a GPU waits for the device."""
+    return torch.zeros(size, dtype=values.dtype, device=values.device).scatter_add_(
+        0, values, torch.ones_like(values)
+    )
