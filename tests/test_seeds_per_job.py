@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import subprocess
+import sys
 import textwrap
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -203,6 +206,34 @@ def test_reptile_trains_one_seed_per_job(tmp_path):
         """)
     with pytest.raises(SpecError, match="reptile trains one seed per job"):
         make_plan(load_study(write(tmp_path / "meta.yaml", study)))
+
+
+def test_the_command_line_trains_seeds_together_and_the_plan_shows_them(tmp_path):
+    spec = write(tmp_path / "seeds.yaml", STUDY)
+    plan = make_plan(load_study(spec))
+    runs = seeds_of(plan, "bandit2", "memoryless")
+
+    def mesaprobe(*arguments):
+        return subprocess.run(
+            [sys.executable, "-m", "mesaprobe", *arguments], capture_output=True, text=True, timeout=300
+        )
+
+    listed = mesaprobe("plan", str(spec))
+    assert listed.returncode == 0, listed.stderr
+    assert f"train {' '.join(run.id for run in runs)}  (seeds trained in one job)" in listed.stdout
+    trained = mesaprobe(
+        "train", str(spec), *(f"--run={run.id}" for run in runs), "--quiet", "--results-root", str(tmp_path)
+    )
+    assert trained.returncode == 0, trained.stderr
+    printed = trained.stdout.split()
+    assert printed == [str(tmp_path / "seeds" / run.directory / jobs.CHECKPOINT) for run in runs]
+    assert all(Path(path).exists() for path in printed)
+    other = seeds_of(plan, "bandit2", "gru")[0]
+    mixed = mesaprobe(
+        "train", str(spec), f"--run={runs[0].id}", f"--run={other.id}", "--results-root", str(tmp_path)
+    )
+    assert mixed.returncode == 2 and "differ by more than their seed" in mixed.stderr
+    assert len(mixed.stderr.strip().splitlines()) == 1
 
 
 def test_a_study_with_seeds_per_job_runs_through_snakemake(tmp_path):
