@@ -176,6 +176,10 @@ def test_seeds_per_job_groups_seeds_and_leaves_ids_alone(tmp_path, plan):
         load_study(write(tmp_path / "auto.yaml", STUDY.replace("seeds_per_job: 3", "device: cpu")))
     )
     assert {len(group) for group in auto.seed_groups} == {1}  # auto on a CPU: one seed per job
+    default = make_plan(
+        load_study(write(tmp_path / "default.yaml", STUDY.replace("seeds_per_job: 3", "device: auto")))
+    )
+    assert {len(group) for group in default.seed_groups} == {1}  # whatever GPUs this machine has
     gpu = make_plan(
         load_study(write(tmp_path / "gpu.yaml", STUDY.replace("seeds_per_job: 3", "device: cuda")))
     )

@@ -14,12 +14,6 @@ SEED_STACKING_ALGORITHMS = ("a2c", "ppo", "predict", "regress")
 AUTO_SEEDS_PER_GPU_JOB = 8
 
 
-def cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
 @dataclass(frozen=True)
 class TrainingConfig:
     algorithm: Literal["a2c", "ppo", "predict", "regress", "reptile"] = "a2c"
@@ -75,7 +69,7 @@ class TrainingConfig:
     """Where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
     seeds_per_job: int | Literal["auto"] = "auto"
     """Seeds of one run trained together in one process (stacked weights; see
-    :mod:`mesaprobe.train.seeds`); auto: AUTO_SEEDS_PER_GPU_JOB on a GPU, else 1."""
+    :mod:`mesaprobe.train.seeds`); auto: AUTO_SEEDS_PER_GPU_JOB when device names CUDA, else 1."""
 
     #: Settings added after results were recorded: left out of run ids while at their default.
     id_neutral_defaults: ClassVar[tuple[str, ...]] = ("inner_steps", "inner_lr", "inner_episodes", "precision")
@@ -118,14 +112,17 @@ class TrainingConfig:
             raise SettingError("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def seeds_in_job(self) -> int:
-        """Seeds per training job: ``seeds_per_job``, with auto resolved for the device the runs
-        train on (a GPU when ``device`` names CUDA, or is auto and this machine has one)."""
+        """Seeds per training job: ``seeds_per_job``, with auto resolved by the device the study
+        names (``cuda``/``cuda:N``: AUTO_SEEDS_PER_GPU_JOB; ``cpu`` or ``auto``: 1).
+
+        Not by the GPUs of the machine that builds the DAG: the jobs, and so which rule makes
+        each checkpoint, must not change between a login node and a GPU node (Snakemake would
+        retrain runs whose rule changed)."""
         if self.seeds_per_job != "auto":
             return self.seeds_per_job
         if self.algorithm not in SEED_STACKING_ALGORITHMS:
             return 1
-        on_gpu = self.device.startswith("cuda") or (self.device == "auto" and cuda_available())
-        return AUTO_SEEDS_PER_GPU_JOB if on_gpu else 1
+        return AUTO_SEEDS_PER_GPU_JOB if self.device.startswith("cuda") else 1
 
     def env_steps_per_update(self, horizon: int) -> int:
         """Pulls (or tokens, examples) one update plays: every episode of every inner step."""
