@@ -68,10 +68,6 @@ class SeedGenerators(tuple):
     draw of its own seed's generator.
     """
 
-    @property
-    def device(self) -> torch.device:
-        return self[0].device
-
 
 def uniform(
     shape: tuple[int, ...],
