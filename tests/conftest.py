@@ -29,6 +29,17 @@ baselines: [random, thompson]
 """
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module, restored after it, whatever the tests in between set:
+    tensors in these tests are tiny, and on a busy 2-core machine OpenMP threads waiting on
+    each other at every op made such files several times slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_spec(tmp_path: Path) -> Path:
     """A complete study that trains in well under a second per run."""

@@ -28,14 +28,7 @@ BANDIT_BASELINES = [name for name in BASELINES.names() if "bandit" in BASELINES.
 SIGMAS = 4.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny; on a busy 2-core machine OpenMP threads waiting on each
-    other at every op made this file 4x slower, so it runs single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def bandit(arms: int = 2, horizon: int = 100, **prior) -> BernoulliBandit:

@@ -45,15 +45,12 @@ DEPENDENT_PRIORS = ["dependent_uniform", *DEPENDENT_LEVELS]
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread_and_private_cache(tmp_path_factory):
+def one_thread_and_private_cache(one_thread, tmp_path_factory):
     """Single-threaded torch (tiny tensors, busy 2-core machines), and Gittins tables
     cached in a temporary directory instead of the user's ~/.cache."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
         yield
-    torch.set_num_threads(threads)
 
 
 def bandit(arms: int = 2, horizon: int = 20, **prior) -> BernoulliBandit:

@@ -42,14 +42,7 @@ from mesaprobe.probes.fitted_learner import (
 )
 from mesaprobe.spec.settings import SettingError
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors: one thread is fastest on a busy machine, and results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def bandit(arms: int = 2, horizon: int = 50, **settings) -> BernoulliBandit:

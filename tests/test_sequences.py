@@ -46,12 +46,7 @@ SIGMAS = 4.0
 FAMILIES = ("iid", "markov", "streak", "switching", "periodic", "vom", "drifting")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 # Brute-force marginal likelihoods, independent of the package.  A sequence is a tuple of ints.
