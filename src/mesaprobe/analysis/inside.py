@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from mesaprobe.analysis.tables import GROUP_COLUMNS, read_table, write_validated
+from mesaprobe.analysis.tables import GROUP_COLUMNS, read_table, rows_problem, write_validated
 from mesaprobe.errors import ArtifactError
 from mesaprobe.metrics import INSIDE_QUANTITIES
 
@@ -113,11 +113,8 @@ def rows_frame(
 
 
 def _content_problem(frame: pl.DataFrame) -> str | None:
-    if frame.height == 0:
-        return "has no rows"
-    for name, nulls in zip(frame.columns, frame.null_count().row(0), strict=True):
-        if nulls:
-            return f"column {name!r} has {nulls} null values"
+    if (problem := rows_problem(frame)) is not None:
+        return problem
     unknown = sorted(set(frame["quantity"].unique().to_list()) - set(INSIDE_QUANTITIES))
     if unknown:
         return f"unknown quantity {unknown[0]!r}; expected one of: {', '.join(INSIDE_QUANTITIES)}"

@@ -131,13 +131,20 @@ def _schema_problem(schema: pl.Schema | dict, expected: dict[str, pl.DataType]) 
     return None
 
 
-def _probe_content_problem(frame: pl.DataFrame) -> str | None:
-    """The first value in a probe table (with the right schema) that no probe can write."""
+def rows_problem(frame: pl.DataFrame) -> str | None:
+    """What every table of rows must not be: empty, or with missing values."""
     if frame.height == 0:
         return "has no rows"
     for name, nulls in zip(frame.columns, frame.null_count().row(0), strict=True):
         if nulls:
             return f"column {name!r} has {nulls} null values"
+    return None
+
+
+def _probe_content_problem(frame: pl.DataFrame) -> str | None:
+    """The first value in a probe table (with the right schema) that no probe can write."""
+    if (problem := rows_problem(frame)) is not None:
+        return problem
     checks = frame.select(
         unknown_metrics=pl.col("metric")
         .filter(~pl.col("metric").is_in(STEP_METRICS))
