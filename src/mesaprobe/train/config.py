@@ -72,7 +72,12 @@ class TrainingConfig:
     :mod:`mesaprobe.train.seeds`); auto: AUTO_SEEDS_PER_GPU_JOB when device names CUDA, else 1."""
 
     #: Settings added after results were recorded: left out of run ids while at their default.
-    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("inner_steps", "inner_lr", "inner_episodes", "precision")
+    id_neutral_defaults: ClassVar[tuple[str, ...]] = (
+        "inner_steps",
+        "inner_lr",
+        "inner_episodes",
+        "precision",
+    )
 
     def validate(self) -> None:
         for name in (
@@ -97,7 +102,9 @@ class TrainingConfig:
             if getattr(self, name) < 0:
                 raise SettingError(name, f"expected a non-negative number, got {getattr(self, name)}")
         if self.seeds_per_job != "auto" and self.seeds_per_job < 1:
-            raise SettingError("seeds_per_job", f"expected auto or a positive integer, got {self.seeds_per_job}")
+            raise SettingError(
+                "seeds_per_job", f"expected auto or a positive integer, got {self.seeds_per_job}"
+            )
         if self.seeds_per_job not in ("auto", 1) and self.algorithm not in SEED_STACKING_ALGORITHMS:
             raise SettingError(
                 "seeds_per_job",
@@ -106,7 +113,8 @@ class TrainingConfig:
             )
         if self.precision != "float32" and self.algorithm not in SEED_STACKING_ALGORITHMS:
             raise SettingError(
-                "precision", f"{self.algorithm} trains in float32 only; bf16: {', '.join(SEED_STACKING_ALGORITHMS)}"
+                "precision",
+                f"{self.algorithm} trains in float32 only; bf16: {', '.join(SEED_STACKING_ALGORITHMS)}",
             )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise SettingError("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
