@@ -180,9 +180,9 @@ def train_seeds_job(plan: Plan, run_ids: list[str], results: Path, progress: boo
     train(environment, state, training, partials, identities, progress=progress, description=description)
     session_seconds = time.perf_counter() - started
     checkpoints = [directory / CHECKPOINT for directory in directories]
-    save_checkpoints(state, checkpoints, identities)
+    members = save_checkpoints(state, checkpoints, identities)
     speed = state.env_steps / max(state.wall_seconds, 1e-9)  # of each run
-    for run, directory, member in zip(runs, directories, state.member_checkpoints(), strict=True):
+    for run, directory, member in zip(runs, directories, members, strict=True):
         write_json(
             directory / TRAIN_MANIFEST,
             {

@@ -135,13 +135,15 @@ def save_checkpoint(state: TrainingState, path: Path, identity: dict[str, Any]) 
 
 def save_checkpoints(
     state: TrainingState, paths: Sequence[Path], identities: Sequence[dict[str, Any]]
-) -> None:
-    """Each seed's checkpoint to its own path, stamped with its run's identity."""
+) -> list[dict[str, Any]]:
+    """Each seed's checkpoint to its own path, stamped with its run's identity; returns them."""
     from mesaprobe.artifacts import atomic_path
 
-    for path, identity, checkpoint in zip(paths, identities, state.member_checkpoints(), strict=True):
+    checkpoints = state.member_checkpoints()
+    for path, identity, checkpoint in zip(paths, identities, checkpoints, strict=True):
         with atomic_path(path) as temporary:
             torch.save({"identity": identity, **checkpoint}, temporary)
+    return checkpoints
 
 
 def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
