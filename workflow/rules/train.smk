@@ -2,6 +2,10 @@
 # or one training job per group of seeds of a run (training.seeds_per_job). A group's rule
 # names its runs' checkpoints explicitly; Snakemake prefers it to the wildcard rule below.
 
+# What a training job asks the scheduler for, alone or as a group of seeds.
+TRAIN_MEM_MB = 4000
+TRAIN_RUNTIME_MINUTES = 240
+
 
 rule train:
     output:
@@ -11,8 +15,8 @@ rule train:
     threads: TRAIN_THREADS
     resources:
         gpu=train_resources,
-        mem_mb=4000,
-        runtime=240,
+        mem_mb=TRAIN_MEM_MB,
+        runtime=TRAIN_RUNTIME_MINUTES,
     shell:
         "{MESAPROBE} train {SPEC:q} --run {wildcards.run} --results-root {RESULTS_ROOT:q} "
         "--threads {threads} > {log:q} 2>&1"
@@ -32,8 +36,8 @@ for index, group in enumerate(group for group in PLAN.seed_groups if len(group) 
         threads: TRAIN_THREADS
         resources:
             gpu=gpus(group[0]),
-            mem_mb=4000,
-            runtime=240,
+            mem_mb=TRAIN_MEM_MB,
+            runtime=TRAIN_RUNTIME_MINUTES,
         shell:
             "{MESAPROBE} train {SPEC:q} {params.runs} --results-root {RESULTS_ROOT:q} "
             "--threads {threads} > {log:q} 2>&1"
