@@ -5,7 +5,7 @@
 #   snakemake --report results/quickstart/report.html       # the report, after a run
 #   snakemake --profile workflow/profiles/slurm             # on a SLURM cluster
 #
-# The study file is expanded by mesaprobe.spec into a plan of jobs with stable ids;
+# The study file is expanded by mesaprobe.study into a plan of jobs with stable ids;
 # every rule is one `mesaprobe <step>` command (see workflow/rules/).
 
 from snakemake.utils import min_version

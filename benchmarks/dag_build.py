@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from mesaprobe.artifacts import provenance
-from mesaprobe.spec import load_study, make_plan
+from mesaprobe.study import load_study, make_plan
 
 REPO = Path(__file__).resolve().parents[1]
 

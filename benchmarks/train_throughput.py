@@ -25,11 +25,11 @@ from mesaprobe.device import resolve_device, set_threads
 from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.models import ARCHITECTURES, SequenceModel, build_model
-from mesaprobe.models.seeds import stack_models
+from mesaprobe.models.stacked import stack_models
 from mesaprobe.seeding import SeedGenerators, make_generator
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, update
-from mesaprobe.train.seeds import SeedEnvironments
+from mesaprobe.train.stacked import SeedEnvironments
 
 MODELS = {
     "gru-64": ("gru", {"hidden": 64}),

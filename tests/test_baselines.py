@@ -18,7 +18,7 @@ from mesaprobe.baselines import BASELINES, ArmCounts, build_baseline
 from mesaprobe.baselines.bandit import argmax_breaking_ties
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.registry import UnknownName
-from mesaprobe.spec.settings import SettingError, field_docs
+from mesaprobe.settings import SettingError, field_docs
 from mesaprobe.train.rollout import play
 
 #: Every registered baseline that plays bandits (prediction baselines are tested in test_sequences).

@@ -23,7 +23,7 @@ from mesaprobe.envs.commitment import (
 from mesaprobe.metrics import surprisal_bits
 from mesaprobe.models import ARCHITECTURES, build_model
 from mesaprobe.probes.commitment import CommitmentProbe, CommitmentProbeConfig
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 from tests.conftest import run_all_jobs
 
 
@@ -217,7 +217,7 @@ def test_a_commitment_study_runs_every_job(tmp_path) -> None:
     from mesaprobe import jobs
     from mesaprobe.analysis.charts import chart_files, make_charts
     from mesaprobe.frozen import load_frozen
-    from mesaprobe.spec import load_study, make_plan
+    from mesaprobe.study import load_study, make_plan
 
     spec = tmp_path / "commitment.yaml"
     spec.write_text(COMMITMENT_STUDY)

@@ -109,7 +109,7 @@ def test_common_random_numbers_make_better_arm_pay_at_least_as_often():
     ],
 )
 def test_invalid_settings_name_their_key(settings, key):
-    from mesaprobe.spec.settings import SettingError
+    from mesaprobe.settings import SettingError
 
     with pytest.raises(SettingError) as error:
         BernoulliBanditConfig(**settings).validate()

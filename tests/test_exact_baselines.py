@@ -37,7 +37,7 @@ from mesaprobe.baselines.gittins import (
 )
 from mesaprobe.envs.bernoulli_bandit import DEPENDENT_LEVELS, BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.errors import UserError
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 from mesaprobe.train.rollout import play
 
 SIGMAS = 4.0

@@ -13,7 +13,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 
 from mesaprobe import cli, jobs
-from mesaprobe.spec import load_study, make_plan
+from mesaprobe.study import load_study, make_plan
 from mesaprobe.train import loop
 from tests.conftest import TINY_STUDY, run_all_jobs
 

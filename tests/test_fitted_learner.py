@@ -40,7 +40,7 @@ from mesaprobe.probes.fitted_learner import (
     play_choices,
     thompson_choice_probabilities,
 )
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -26,7 +26,7 @@ from mesaprobe.probes.in_weights import (
     steps_to_match,
 )
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 
 def bandit(arms: int, horizon: int) -> BernoulliBandit:

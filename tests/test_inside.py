@@ -140,7 +140,7 @@ baselines: [random, thompson]
 def test_inside_probes_run_through_the_pipeline(tmp_path):
     from mesaprobe.analysis.charts import CHART_FORMATS
     from mesaprobe.analysis.inside_charts import inside_chart_stems, inside_views, make_inside_charts
-    from mesaprobe.spec import load_study, make_plan
+    from mesaprobe.study import load_study, make_plan
     from tests.conftest import run_all_jobs
 
     spec = tmp_path / "inside_tiny.yaml"

@@ -20,8 +20,8 @@ from mesaprobe.models import build_model
 from mesaprobe.models.memoryless import MemorylessConfig
 from mesaprobe.models.recurrent import RecurrentConfig
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec import load_study, make_plan
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
+from mesaprobe.study import load_study, make_plan
 from mesaprobe.train import loop
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState

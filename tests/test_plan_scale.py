@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from mesaprobe.errors import SpecError
-from mesaprobe.spec import Run, load_study, make_plan
-from mesaprobe.spec import plan as plan_module
-from mesaprobe.spec.settings import build
+from mesaprobe.settings import build
+from mesaprobe.study import Run, load_study, make_plan
+from mesaprobe.study import plan as plan_module
 from tests.conftest import REPO
 
 #: The shipped studies (specs/) as they were when the digests were recorded, comments left out,

@@ -11,8 +11,8 @@ from mesaprobe.envs import ENVIRONMENTS
 from mesaprobe.jobs import output_size
 from mesaprobe.models import ARCHITECTURES, build_model
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec import load_study, make_plan
-from mesaprobe.spec.settings import SpecError
+from mesaprobe.settings import SpecError
+from mesaprobe.study import load_study, make_plan
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, update
 

@@ -10,7 +10,7 @@ from mesaprobe import jobs
 from mesaprobe.envs import ENVIRONMENTS
 from mesaprobe.envs.prediction_transform import TransformedPrediction
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec import load_study, make_plan
+from mesaprobe.study import load_study, make_plan
 from tests.conftest import run_all_jobs
 
 STUDY = """\

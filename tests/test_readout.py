@@ -38,7 +38,7 @@ from mesaprobe.probes.readout import (
     pooled_r2,
     readout_scores,
 )
-from mesaprobe.spec.settings import SettingError, build
+from mesaprobe.settings import SettingError, build
 from mesaprobe.train.rollout import play
 
 

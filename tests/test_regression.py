@@ -31,7 +31,7 @@ from mesaprobe.metrics import regression_step_metrics
 from mesaprobe.models import ARCHITECTURES, build_model
 from mesaprobe.probes.adaptation import AdaptationConfig, AdaptationProbe
 from mesaprobe.seeding import fixed_orthogonal, make_generator
-from mesaprobe.spec import load_study, make_plan
+from mesaprobe.study import load_study, make_plan
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, train
 from tests.conftest import run_all_jobs

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from mesaprobe.models import ARCHITECTURES, build_model
-from mesaprobe.models.seeds import SeedGRU, SeedLinear, member_state_dict, stack_models
+from mesaprobe.models.stacked import SeedGRU, SeedLinear, member_state_dict, stack_models
 
 SEEDS, BATCH, STEPS, INPUTS, OUTPUTS = 3, 4, 7, 5, 3
 TOLERANCE = {"rtol": 0, "atol": 1e-10}

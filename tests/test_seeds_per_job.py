@@ -16,8 +16,8 @@ import torch
 from mesaprobe import jobs
 from mesaprobe.errors import UserError
 from mesaprobe.seeding import SeedGenerators, make_generator, uniform
-from mesaprobe.spec import load_study, make_plan
-from mesaprobe.spec.settings import SpecError
+from mesaprobe.settings import SpecError
+from mesaprobe.study import load_study, make_plan
 from mesaprobe.train import loop
 from tests.conftest import preempted_during
 from tests.test_pipeline import snakemake
@@ -307,8 +307,8 @@ def acting_setup(family: str, environment: str, settings: dict, seeds: int, devi
     the generators of ``play``."""
     from mesaprobe.envs import ENVIRONMENTS
     from mesaprobe.models import ARCHITECTURES, build_model
-    from mesaprobe.models.seeds import stack_models
-    from mesaprobe.train.seeds import SeedEnvironments
+    from mesaprobe.models.stacked import stack_models
+    from mesaprobe.train.stacked import SeedEnvironments
 
     family_of = ENVIRONMENTS.get(environment)
     alone = family_of(family_of.Config(**settings))

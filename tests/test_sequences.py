@@ -40,7 +40,7 @@ from mesaprobe.envs.sequences.switching import SwitchingConfig
 from mesaprobe.envs.sequences.vom import VariableOrderMarkovConfig
 from mesaprobe.metrics import logloss_bits
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec.settings import SettingError, build, field_docs
+from mesaprobe.settings import SettingError, build, field_docs
 
 SIGMAS = 4.0
 FAMILIES = ("iid", "markov", "streak", "switching", "periodic", "vom", "drifting")

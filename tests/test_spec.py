@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mesaprobe.errors import SpecError
-from mesaprobe.spec import load_study, make_plan, study_schema
+from mesaprobe.study import load_study, make_plan, study_schema
 from mesaprobe.train.config import TrainingConfig
 from tests.conftest import REPO, TINY_STUDY
 
@@ -53,7 +53,7 @@ def test_every_setting_is_documented():
     from mesaprobe.envs import ENVIRONMENTS
     from mesaprobe.models import ARCHITECTURES
     from mesaprobe.probes import PROBES
-    from mesaprobe.spec.settings import field_docs
+    from mesaprobe.settings import field_docs
 
     classes = [TrainingConfig] + [
         registry.get(name).Config
@@ -301,7 +301,7 @@ def test_plan_skips_baselines_that_cannot_play_and_says_why(tmp_path):
 
 
 def test_probes_whose_settings_do_not_apply_to_a_kind_are_skipped_with_a_note(tmp_path):
-    from mesaprobe.spec import make_plan
+    from mesaprobe.study import make_plan
 
     spec = tmp_path / "mixed.yaml"
     spec.write_text(
@@ -335,7 +335,7 @@ baselines: [random, ridge]
     # The charts the workflow expects are exactly the ones drawn from the tables.
     from mesaprobe.analysis.charts import chart_files, make_charts
     from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.spec.plan import probes
+    from mesaprobe.study.plan import probes
     from tests.conftest import run_all_jobs
 
     results = tmp_path / "results"

@@ -21,7 +21,7 @@ from mesaprobe.cli import main
 from mesaprobe.envs import ENVIRONMENTS
 from mesaprobe.metrics import METRIC_FAMILIES
 from mesaprobe.probes.window import WindowProbe
-from mesaprobe.spec import load_study, make_plan
+from mesaprobe.study import load_study, make_plan
 from tests.conftest import REPO, TINY_STUDY, run_all_jobs
 
 SWEEP_STUDY = """\

@@ -17,8 +17,8 @@ from mesaprobe.envs.task_pool import MAX_TASK_POOL, TaskPool, select_tasks
 from mesaprobe.errors import SpecError
 from mesaprobe.probes.adaptation import AdaptationConfig
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec import load_study, make_plan
-from mesaprobe.spec.settings import SettingError, build
+from mesaprobe.settings import SettingError, build
+from mesaprobe.study import load_study, make_plan
 from tests.conftest import TINY_STUDY, run_all_jobs
 
 

@@ -10,7 +10,7 @@ from mesaprobe import jobs
 from mesaprobe.artifacts import read_json
 from mesaprobe.errors import ArtifactError, FrozenModelChanged
 from mesaprobe.frozen import load_frozen
-from mesaprobe.spec import load_study, make_plan
+from mesaprobe.study import load_study, make_plan
 from mesaprobe.train import loop
 from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
 from tests.conftest import preempted_during

@@ -18,8 +18,8 @@ from mesaprobe.models import ARCHITECTURES, build_model
 from mesaprobe.models.windowed import restrict_memory
 from mesaprobe.probes.adaptation import AdaptationConfig, AdaptationProbe
 from mesaprobe.probes.window import WindowConfig, WindowProbe
-from mesaprobe.spec import load_study, make_plan
-from mesaprobe.spec.settings import build
+from mesaprobe.settings import build
+from mesaprobe.study import load_study, make_plan
 from tests.conftest import TINY_STUDY, run_all_jobs
 
 

@@ -111,7 +111,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def run_command(arguments: argparse.Namespace) -> int:
-    from mesaprobe.spec import load_study, make_plan, results_directory, select
+    from mesaprobe.study import load_study, make_plan, results_directory, select
 
     study = select(
         load_study(arguments.spec),

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from mesaprobe.artifacts import atomic_path, read_json, sha256_file, write_json
 from mesaprobe.errors import ArtifactError, FrozenModelChanged
 from mesaprobe.models import ARCHITECTURES, SequenceModel, build_model
-from mesaprobe.spec.settings import build
+from mesaprobe.settings import build
 
 
 def parameter_hash(model: torch.nn.Module) -> str:

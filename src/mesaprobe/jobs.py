@@ -1,6 +1,6 @@
 """The jobs of a study, one function per pipeline step; the command line calls these.
 
-Each job takes the loaded :class:`~mesaprobe.spec.Plan`, finds its own piece of work
+Each job takes the loaded :class:`~mesaprobe.study.Plan`, finds its own piece of work
 by id, and writes its outputs under ``results/<study>/`` atomically.  Nothing here
 knows about Snakemake: every step can be run by hand through ``mesaprobe <step>``.
 """
@@ -25,8 +25,8 @@ from mesaprobe.frozen import freeze, load_frozen
 from mesaprobe.models import build_model
 from mesaprobe.probes import PROBES
 from mesaprobe.seeding import SeedGenerators, derive_seed, make_generator
-from mesaprobe.spec import Component, Plan, Run, settings_hash
-from mesaprobe.spec.plan import ProbeJob
+from mesaprobe.study import Component, Plan, Run, settings_hash
+from mesaprobe.study.plan import ProbeJob
 from mesaprobe.train.loop import TrainingState, load_checkpoint, mean_of_last, save_checkpoints, train
 
 CHECKPOINT = "checkpoint.pt"
@@ -126,7 +126,7 @@ def train_seeds_job(plan: Plan, run_ids: list[str], results: Path, progress: boo
     """Train runs that differ only by seed in one process (``training.seeds_per_job``).
 
     Every run gets exactly the files it would get trained alone (checkpoints, partial
-    checkpoints, manifest); see :mod:`mesaprobe.train.seeds`.  Runs whose partial
+    checkpoints, manifest); see :mod:`mesaprobe.train.stacked`.  Runs whose partial
     checkpoints stopped at different updates (an earlier job grouped them otherwise)
     each resume alone.
     """
@@ -156,8 +156,8 @@ def train_seeds_job(plan: Plan, run_ids: list[str], results: Path, progress: boo
         environment, model = environments[0], models[0].to(device)
         task_generator, action_generator = task_generators[0], action_generators[0]
     else:
-        from mesaprobe.models.seeds import stack_models
-        from mesaprobe.train.seeds import SeedEnvironments
+        from mesaprobe.models.stacked import stack_models
+        from mesaprobe.train.stacked import SeedEnvironments
 
         environment, model = SeedEnvironments(environments), stack_models(models).to(device)
         task_generator, action_generator = SeedGenerators(task_generators), SeedGenerators(action_generators)

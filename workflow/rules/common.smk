@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from mesaprobe.errors import UserError
-from mesaprobe.spec import load_study, make_plan, select
+from mesaprobe.study import load_study, make_plan, select
 
 # Garbage collection for large studies; only when unreachable cycles are freed changes.
 # With the DAG of 10,000 runs (30,002 jobs) the process holds about two million
@@ -76,7 +76,7 @@ def chart_views():
     """(environment label, kind) per environment, the probes that play each, and the study's sweeps."""
     from mesaprobe.analysis.sweeps import study_sweeps
     from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.spec.plan import probe_writes, probes
+    from mesaprobe.study.plan import probe_writes, probes
 
     views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in STUDY.environments]
     played = {

@@ -51,7 +51,7 @@ InsideView = tuple[str, str, tuple[str, ...]]
 def inside_views(study) -> list[InsideView]:
     """The inside probes of a study, per environment they play, with the chart kinds each draws."""
     from mesaprobe.probes import PROBES
-    from mesaprobe.spec.plan import probe_writes, probes
+    from mesaprobe.study.plan import probe_writes, probes
 
     return [
         (environment.label, probe.label, tuple(getattr(PROBES.get(probe.family), "charts", ())))

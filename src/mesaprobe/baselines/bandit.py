@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 
 @dataclass(frozen=True)

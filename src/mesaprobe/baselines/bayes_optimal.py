@@ -41,7 +41,7 @@ from torch import Tensor
 from mesaprobe.baselines.bandit import ArmCounts, BanditBaseline, argmax_breaking_ties
 from mesaprobe.envs.bernoulli_bandit import DEPENDENT_LEVELS, BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.errors import UserError
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 #: A prior the DP understands: (alpha, beta) of independent Beta arms, or the name of a
 #: dependent two-armed prior ("dependent_uniform", "dependent_easy", ...).

@@ -42,7 +42,7 @@ from torch import Tensor
 
 from mesaprobe.baselines.bandit import ArmCounts, BanditBaseline, argmax_breaking_ties
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 #: Values of lambda the DP handles at once (bounds the temporary memory).
 CHUNK_POINTS = 128

@@ -46,7 +46,7 @@ class Environment:
     private_size: int = 0
     #: False where an episode's reward depends on the other episodes of its batch (the
     #: commitment game's adversary learns from them): seeds trained together then step
-    #: their own blocks of rows apart (:class:`mesaprobe.train.seeds.SeedEnvironments`).
+    #: their own blocks of rows apart (:class:`mesaprobe.train.stacked.SeedEnvironments`).
     rows_independent: ClassVar[bool] = True
 
     def __init__(self, config):

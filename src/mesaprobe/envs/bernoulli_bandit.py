@@ -17,7 +17,7 @@ from torch import Tensor
 
 from mesaprobe.envs.base import Environment
 from mesaprobe.seeding import fixed_permutation, uniform
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 Prior = Literal[
     "uniform", "beta", "dependent_uniform", "dependent_easy", "dependent_medium", "dependent_hard"

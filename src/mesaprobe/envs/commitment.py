@@ -54,7 +54,7 @@ from torch import Tensor
 from mesaprobe.envs.base import Environment
 from mesaprobe.registry import Registry
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 #: Functions f of n-bit strings, each built as a lookup table ``(2**n,)`` of codes.
 FUNCTIONS: Registry = Registry("commitment function")

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from mesaprobe.envs.base import Environment
 from mesaprobe.seeding import fixed_orthogonal
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 #: dtype of tasks, examples and exact predictions.
 REAL = torch.float64

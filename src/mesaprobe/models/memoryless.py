@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from mesaprobe.models.base import SequenceModel
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from mesaprobe.models.base import SequenceModel
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 if TYPE_CHECKING:
-    from mesaprobe.models.seeds import SeedLSTM
+    from mesaprobe.models.stacked import SeedLSTM
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def lstm_cell_states(rnn: nn.LSTM | SeedLSTM, xs: Tensor, hs: Tensor) -> Tensor:
     torch's LSTM returns the cell state of the last step only.  The gates are affine in
     (x_t, h_(t-1)) and every h_(t-1) is known, so one matrix product gives all gates; only
     c_t = f_t c_(t-1) + i_t g_t runs over time (elementwise).  A seed-stacked LSTM
-    (``models/seeds.py``) is not an ``nn.LSTM`` and gives its gates itself, one product per seed.
+    (``models/stacked.py``) is not an ``nn.LSTM`` and gives its gates itself, one product per seed.
     """
     previous = F.pad(hs, (0, 0, 1, 0))[:, :-1]  # (B, T, H): h_(t-1), h_0 = 0
     if isinstance(rnn, nn.LSTM):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mesaprobe.models.base import SequenceModel
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 
 @dataclass(frozen=True)

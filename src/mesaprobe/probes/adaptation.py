@@ -42,7 +42,7 @@ from mesaprobe.envs.task_pool import TaskPool
 from mesaprobe.errors import UserError
 from mesaprobe.metrics import bandit_step_metrics, prediction_step_metrics, regression_step_metrics
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 from mesaprobe.train.rollout import play
 
 

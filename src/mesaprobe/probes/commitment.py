@@ -18,7 +18,7 @@ import torch
 from mesaprobe.envs.base import Environment
 from mesaprobe.metrics import commitment_episode_metrics
 from mesaprobe.probes.adaptation import heldout_streams, long_table
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 from mesaprobe.train.rollout import play
 
 

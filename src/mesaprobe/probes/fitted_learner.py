@@ -93,7 +93,7 @@ from mesaprobe.envs.base import Environment
 from mesaprobe.probes.adaptation import heldout_streams
 from mesaprobe.probes.inside import InsideProbe
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 from mesaprobe.train.rollout import play
 
 ModelName = Literal["q_learning", "q_learning_constant", "thompson"]

@@ -69,7 +69,7 @@ from mesaprobe.models.memoryless import MemorylessConfig
 from mesaprobe.probes.adaptation import heldout_streams
 from mesaprobe.probes.inside import InsideProbe
 from mesaprobe.seeding import derive_seed, make_generator
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 from mesaprobe.train.rollout import play
 
 

@@ -63,7 +63,7 @@ from mesaprobe.probes.posterior_statistics import (
     prediction_statistics,
 )
 from mesaprobe.seeding import make_generator
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 from mesaprobe.train.rollout import play
 
 #: Share of the fit episodes (the last ones) that choose the penalty.

@@ -29,7 +29,7 @@ from mesaprobe.agents import ModelAgent, ModelPredictor
 from mesaprobe.envs.base import Environment
 from mesaprobe.models.windowed import restrict_memory
 from mesaprobe.probes.adaptation import AdaptationConfig, AdaptationProbe
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 #: Algorithms that can train several seeds of a run in one process (reptile already batches its tasks).
 SEED_STACKING_ALGORITHMS = ("a2c", "ppo", "predict", "regress")
@@ -69,7 +69,7 @@ class TrainingConfig:
     """Where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
     seeds_per_job: int | Literal["auto"] = "auto"
     """Seeds of one run trained together in one process (stacked weights; see
-    :mod:`mesaprobe.train.seeds`); auto: AUTO_SEEDS_PER_GPU_JOB when device names CUDA, else 1."""
+    :mod:`mesaprobe.train.stacked`); auto: AUTO_SEEDS_PER_GPU_JOB when device names CUDA, else 1."""
 
     #: Settings added after results were recorded: left out of run ids while at their default.
     id_neutral_defaults: ClassVar[tuple[str, ...]] = (

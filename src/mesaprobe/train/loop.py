@@ -57,7 +57,7 @@ class TrainingState:
 
     @property
     def seeds(self) -> int:
-        """Seeds trained together in this state (1: one run; see :mod:`mesaprobe.train.seeds`)."""
+        """Seeds trained together in this state (1: one run; see :mod:`mesaprobe.train.stacked`)."""
         return len(self.task_generator) if isinstance(self.task_generator, SeedGenerators) else 1
 
     def to_checkpoint(self) -> dict[str, Any]:
@@ -77,8 +77,8 @@ class TrainingState:
         """One checkpoint per seed, each what that seed trained alone would save."""
         if self.seeds == 1:
             return [self.to_checkpoint()]
-        from mesaprobe.models.seeds import member_state_dict
-        from mesaprobe.train.seeds import member_history, member_optimizer_state
+        from mesaprobe.models.stacked import member_state_dict
+        from mesaprobe.train.stacked import member_history, member_optimizer_state
 
         optimizer = self.optimizer.state_dict()
         return [
@@ -109,7 +109,7 @@ class TrainingState:
         if self.seeds == 1:
             self.load_checkpoint(checkpoints[0])
             return
-        from mesaprobe.train.seeds import stacked_history, stacked_optimizer_state
+        from mesaprobe.train.stacked import stacked_history, stacked_optimizer_state
 
         updates = {int(checkpoint["update"]) for checkpoint in checkpoints}
         assert len(updates) == 1, f"seeds stopped at different updates {sorted(updates)}"

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mesaprobe.agents import policy_and_value
-from mesaprobe.train.seeds import per_seed_mean
+from mesaprobe.train.stacked import per_seed_mean
 
 
 def generalized_advantages(
@@ -57,7 +57,7 @@ def actor_critic_loss(
     ``r = pi(a) / pi_old(a)`` (equal gradients at r = 1).
 
     With several ``seeds`` trained together every part is a mean over each seed's own block
-    of episodes, shape (seeds,) (:mod:`mesaprobe.train.seeds`).
+    of episodes, shape (seeds,) (:mod:`mesaprobe.train.stacked`).
     """
     logits, values = policy_and_value(outputs, outputs.shape[-1] - 1)
     log_probs = F.log_softmax(logits, dim=-1)  # (B, T, A)

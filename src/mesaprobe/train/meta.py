@@ -46,7 +46,7 @@ from mesaprobe.agents import policy_and_value, sample_categorical
 from mesaprobe.envs.task_pool import select_tasks
 from mesaprobe.models.base import SequenceModel
 from mesaprobe.models.memoryless import Memoryless
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, schedule
 from mesaprobe.train.losses import actor_critic_loss, generalized_advantages

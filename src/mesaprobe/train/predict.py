@@ -16,7 +16,7 @@ from torch import Tensor
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, schedule
 from mesaprobe.train.rl import gradient_step
-from mesaprobe.train.seeds import per_seed_mean
+from mesaprobe.train.stacked import per_seed_mean
 
 
 def predict_update(
@@ -30,7 +30,7 @@ def predict_update(
     logits = model(environment.observation(tokens))  # (B, T, K)
     if state.seeds == 1:
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens.reshape(-1))
-    else:  # each seed's own mean (mesaprobe.train.seeds)
+    else:  # each seed's own mean (mesaprobe.train.stacked)
         losses = F.cross_entropy(logits.transpose(1, 2), tokens, reduction="none")  # (S * B, T)
         loss = per_seed_mean(losses, state.seeds)
     gradient_step(state, loss, config)

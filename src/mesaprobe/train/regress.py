@@ -15,7 +15,7 @@ from torch import Tensor
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, schedule
 from mesaprobe.train.rl import gradient_step
-from mesaprobe.train.seeds import per_seed_mean
+from mesaprobe.train.stacked import per_seed_mean
 
 
 def regress_update(
@@ -30,7 +30,7 @@ def regress_update(
     targets = examples.targets.to(predictions.dtype)
     if state.seeds == 1:
         loss = F.mse_loss(predictions, targets) / environment.dimension
-    else:  # each seed's own mean (mesaprobe.train.seeds)
+    else:  # each seed's own mean (mesaprobe.train.stacked)
         loss = (
             per_seed_mean(F.mse_loss(predictions, targets, reduction="none"), state.seeds)
             / environment.dimension

@@ -8,7 +8,7 @@ ratio 1.  The policy and the value are two heads of one sequence model (outputs
 ``[..., :actions]`` and ``[..., actions]``); recurrent state is reset at every
 episode boundary because every sequence is one whole episode.
 
-Several seeds trained together (:mod:`mesaprobe.train.seeds`) play seed-major batches of
+Several seeds trained together (:mod:`mesaprobe.train.stacked`) play seed-major batches of
 ``batch`` episodes per seed; losses, standardised advantages, gradient clipping and PPO's
 minibatches are each seed's own.
 
@@ -29,7 +29,7 @@ from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import TrainingState, schedule
 from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
 from mesaprobe.train.rollout import Trajectory, play
-from mesaprobe.train.seeds import clip_gradients, per_seed_mean
+from mesaprobe.train.stacked import clip_gradients, per_seed_mean
 
 
 def rollout(environment: Environment, state: TrainingState, batch: int) -> Trajectory:

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from mesaprobe.envs.base import Environment
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 #: dtype of every probability (tasks, filters, predictions).
 PROBABILITY = torch.float64

@@ -42,7 +42,7 @@ from mesaprobe.envs.sequences.streak import Streak
 from mesaprobe.envs.sequences.switching import sample_change_points
 from mesaprobe.envs.sequences.vom import VariableOrderMarkov
 from mesaprobe.errors import SpecError
-from mesaprobe.spec.settings import SettingError, build
+from mesaprobe.settings import SettingError, build
 
 #: Families a segment can follow: the stationary ones (each with an exact restartable filter).
 SEGMENT_FAMILIES: dict[str, type[PredictionEnvironment]] = {

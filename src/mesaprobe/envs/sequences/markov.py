@@ -24,7 +24,7 @@ from mesaprobe.envs.sequences.base import (
     dirichlet_concentration,
     sample_dirichlet,
 )
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 #: Most contexts (symbols ** order) a chain may have; count tables are (B, contexts, K).
 MAX_CONTEXTS = 4096

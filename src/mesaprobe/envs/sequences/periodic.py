@@ -32,7 +32,7 @@ from mesaprobe.envs.sequences.base import (
     check_probability,
     normalise,
 )
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 #: Largest max_period: the filter holds max_period^2 * symbols probabilities per episode.
 MAX_PERIOD = 32

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from mesaprobe.envs.sequences.base import PROBABILITY, PredictionEnvironment, check_alphabet, normalise
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 Mode = Literal["sticky", "fatigue", "either"]
 MODES: tuple[str, ...] = typing.get_args(Mode)

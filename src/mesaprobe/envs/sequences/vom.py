@@ -36,7 +36,7 @@ from mesaprobe.envs.sequences.base import (
     sample_dirichlet,
     uniform_open,
 )
-from mesaprobe.spec.settings import SettingError
+from mesaprobe.settings import SettingError
 
 #: Most deepest-level contexts (symbols ** depth); tables hold about K/(K-1) times as many nodes.
 MAX_LEAVES = 1024

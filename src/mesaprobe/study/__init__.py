@@ -1,7 +1,6 @@
 """Studies: loading, validation, grid expansion, ids and the plan of jobs."""
 
-from mesaprobe.spec.plan import BaselineJob, Plan, ProbeJob, Run, make_plan, results_directory
-from mesaprobe.spec.study import (
+from mesaprobe.study.load import (
     Component,
     Study,
     load_study,
@@ -9,6 +8,7 @@ from mesaprobe.spec.study import (
     settings_hash,
     study_schema,
 )
+from mesaprobe.study.plan import BaselineJob, Plan, ProbeJob, Run, make_plan, results_directory
 
 __all__ = [
     "BaselineJob",

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mesaprobe.errors import SpecError
-from mesaprobe.spec.settings import SettingError, as_dict
-from mesaprobe.spec.study import Component, Study, settings_hash
+from mesaprobe.settings import SettingError, as_dict
+from mesaprobe.study.load import Component, Study, settings_hash
 from mesaprobe.train.config import TrainingConfig
 
 #: Training algorithms that fit each kind of environment.

@@ -2,7 +2,7 @@
 
 Small models leave most of a GPU idle; S seeds of the same run trained together fill it
 with S times the work per kernel.  The seeds' models become one *stacked* model
-(:func:`mesaprobe.models.seeds.stack_models`: every weight gains a leading seed
+(:func:`mesaprobe.models.stacked.stack_models`: every weight gains a leading seed
 dimension, computed with batched matrix products) and every batch is seed-major: seed
 ``s`` owns the ``s``-th of S equal blocks of rows.  Nothing is shared between seeds but
 the kernels:

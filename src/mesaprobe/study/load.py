@@ -25,14 +25,14 @@ import yaml
 
 from mesaprobe.errors import SpecError
 from mesaprobe.registry import UnknownName
-from mesaprobe.spec.settings import as_dict, build, describe
+from mesaprobe.settings import as_dict, build, describe
 from mesaprobe.train.config import TrainingConfig
 
 
 @functools.cache
 def study_schema() -> dict[str, Any]:
     """The JSON schema every study must satisfy (``workflow/schemas`` links to this file)."""
-    text = resources.files("mesaprobe.spec").joinpath("study.schema.yaml").read_text()
+    text = resources.files("mesaprobe.study").joinpath("study.schema.yaml").read_text()
     return yaml.safe_load(text)
 
 
@@ -93,7 +93,7 @@ class Component:
 
 @dataclass(frozen=True)
 class Study:
-    """A validated study, grid expanded; see :func:`mesaprobe.spec.plan.make_plan` for its jobs."""
+    """A validated study, grid expanded; see :func:`mesaprobe.study.plan.make_plan` for its jobs."""
 
     name: str
     file: str

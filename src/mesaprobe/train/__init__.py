@@ -1,0 +1,1 @@
+"""Training: the loop every algorithm shares, the algorithms, checkpoints and stacked seeds."""
