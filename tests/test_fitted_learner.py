@@ -14,12 +14,7 @@ import pytest
 import torch
 
 from mesaprobe.agents import ModelAgent, sample_categorical
-from mesaprobe.analysis.inside import (
-    INSIDE_COLUMNS,
-    INSIDE_ROW_COLUMNS,
-    episode_bootstrap_weights,
-    write_inside_table,
-)
+from mesaprobe.analysis.inside import INSIDE_COLUMNS, write_inside_table
 from mesaprobe.baselines import build_baseline
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.frozen import parameter_hash
@@ -40,6 +35,7 @@ from mesaprobe.probes.fitted_learner import (
     play_choices,
     thompson_choice_probabilities,
 )
+from mesaprobe.probes.inside import INSIDE_ROW_COLUMNS, episode_bootstrap_weights
 from mesaprobe.settings import SettingError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

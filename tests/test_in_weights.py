@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mesaprobe.agents import ModelAgent
-from mesaprobe.analysis.inside import INSIDE_ROW_COLUMNS, write_inside_table
+from mesaprobe.analysis.inside import write_inside_table
 from mesaprobe.analysis.tables import GROUP_COLUMNS
 from mesaprobe.baselines import build_baseline
 from mesaprobe.envs.bernoulli_bandit import BanditTasks, BernoulliBandit, BernoulliBanditConfig
@@ -25,6 +25,7 @@ from mesaprobe.probes.in_weights import (
     finetune_online,
     steps_to_match,
 )
+from mesaprobe.probes.inside import INSIDE_ROW_COLUMNS
 from mesaprobe.seeding import make_generator
 from mesaprobe.settings import SettingError
 

@@ -10,15 +10,14 @@ import torch
 from mesaprobe.analysis.inside import (
     INSIDE_COLUMNS,
     INSIDE_SUMMARY_COLUMNS,
-    episode_bootstrap_weights,
     read_inside_table,
-    rows_frame,
     summarise,
     two_level_replicate_bootstrap,
     write_inside_table,
 )
 from mesaprobe.analysis.tables import collect
 from mesaprobe.errors import ArtifactError
+from mesaprobe.probes.inside import episode_bootstrap_weights, rows_frame
 
 
 def test_episode_bootstrap_weights_are_resamples_of_every_episode():

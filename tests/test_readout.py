@@ -11,11 +11,7 @@ import pytest
 import torch
 
 from mesaprobe.agents import ModelAgent, ModelPredictor
-from mesaprobe.analysis.inside import (
-    INSIDE_ROW_COLUMNS,
-    episode_bootstrap_weights,
-    write_inside_table,
-)
+from mesaprobe.analysis.inside import write_inside_table
 from mesaprobe.analysis.tables import GROUP_COLUMNS
 from mesaprobe.baselines.bandit import RandomBaseline, RandomConfig
 from mesaprobe.envs import ENVIRONMENTS
@@ -25,6 +21,7 @@ from mesaprobe.frozen import parameter_hash
 from mesaprobe.models import ARCHITECTURES, build_model
 from mesaprobe.models.base import SequenceModel
 from mesaprobe.probes.adaptation import heldout_streams
+from mesaprobe.probes.inside import INSIDE_ROW_COLUMNS, episode_bootstrap_weights
 from mesaprobe.probes.posterior_statistics import (
     bandit_offered,
     bandit_statistics,

@@ -27,21 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-import torch
 
 from mesaprobe.analysis.tables import GROUP_COLUMNS, read_table, rows_problem, write_validated
 from mesaprobe.errors import ArtifactError
 from mesaprobe.metrics import INSIDE_QUANTITIES
-
-#: What an inside probe's ``run`` returns: one row per (quantity, layer, target, index, replicate).
-INSIDE_ROW_COLUMNS: dict[str, pl.DataType] = {
-    "quantity": pl.String(),  # one of mesaprobe.metrics.INSIDE_QUANTITIES
-    "layer": pl.String(),  # the hidden representation read ("" when none), e.g. "state", "layer2"
-    "target": pl.String(),  # the statistic read out or the model fitted ("" when none)
-    "index": pl.Int64(),  # what the quantity's INSIDE_QUANTITIES entry says: a step, a pull count, ...
-    "replicate": pl.Int64(),  # 0: all held-out episodes; 1..R: episode-bootstrap resamples
-    "value": pl.Float64(),
-}
+from mesaprobe.probes.inside import INSIDE_ROW_COLUMNS
 
 #: Schema of an inside table: identifying columns, then the probe's rows.
 INSIDE_COLUMNS: dict[str, pl.DataType] = {
@@ -67,49 +57,6 @@ INSIDE_SUMMARY_COLUMNS: dict[str, pl.DataType] = {
     "seeds": pl.Int64(),
     "replicates": pl.Int64(),  # episode-bootstrap replicates per seed
 }
-
-
-def episode_bootstrap_weights(episodes: int, replicates: int, generator: torch.Generator) -> torch.Tensor:
-    """(replicates + 1, episodes) float64 weights: row 0 all ones (the estimate on every episode),
-    rows 1..R how often each episode is drawn in one resample of ``episodes`` draws with replacement.
-
-    A statistic computed with episode weights (a weighted mean, a weighted likelihood) on
-    row r is its value on resample r.
-    """
-    if episodes < 1 or replicates < 0:
-        raise ValueError(f"need episodes >= 1 and replicates >= 0, got {episodes}, {replicates}")
-    draws = torch.randint(
-        0, episodes, (replicates, episodes), generator=generator, device=generator.device
-    )  # (R, E)
-    counts = torch.zeros(replicates, episodes, dtype=torch.float64, device=generator.device)
-    counts.scatter_add_(1, draws, torch.ones_like(counts))
-    ones = torch.ones(1, episodes, dtype=torch.float64, device=generator.device)
-    return torch.cat([ones, counts])  # (R + 1, E)
-
-
-def rows_frame(
-    quantity: str, values: torch.Tensor | np.ndarray, index: Iterable[int], layer: str = "", target: str = ""
-) -> pl.DataFrame:
-    """Inside rows of one (quantity, layer, target) from ``values`` of shape (replicates + 1, indices)."""
-    if quantity not in INSIDE_QUANTITIES:
-        raise ValueError(f"unknown quantity {quantity!r}; known: {', '.join(INSIDE_QUANTITIES)}")
-    if isinstance(values, torch.Tensor):
-        values = values.detach().to("cpu", torch.float64).numpy()
-    values = np.asarray(values, dtype=np.float64)
-    index = np.asarray(list(index), dtype=np.int64)
-    assert values.ndim == 2 and values.shape[1] == index.size, (values.shape, index.size)
-    replicates = values.shape[0]
-    return pl.DataFrame(
-        {
-            "quantity": [quantity] * values.size,
-            "layer": [layer] * values.size,
-            "target": [target] * values.size,
-            "index": np.tile(index, replicates),
-            "replicate": np.repeat(np.arange(replicates, dtype=np.int64), index.size),
-            "value": values.ravel(),
-        },
-        schema=INSIDE_ROW_COLUMNS,
-    )
 
 
 def _content_problem(frame: pl.DataFrame) -> str | None:

@@ -88,10 +88,9 @@ import torch
 from torch import Tensor
 from torch.nn.functional import softplus
 
-from mesaprobe.analysis.inside import episode_bootstrap_weights, rows_frame
 from mesaprobe.envs.base import Environment
 from mesaprobe.probes.adaptation import heldout_streams
-from mesaprobe.probes.inside import InsideProbe
+from mesaprobe.probes.inside import InsideProbe, episode_bootstrap_weights, rows_frame
 from mesaprobe.seeding import make_generator
 from mesaprobe.settings import SettingError
 from mesaprobe.train.rollout import play

@@ -60,14 +60,13 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from mesaprobe.agents import ModelAgent, sample_categorical
-from mesaprobe.analysis.inside import episode_bootstrap_weights, rows_frame
 from mesaprobe.envs.base import Environment
 from mesaprobe.metrics import adaptation_window
 from mesaprobe.models import build_model
 from mesaprobe.models.base import SequenceModel
 from mesaprobe.models.memoryless import MemorylessConfig
 from mesaprobe.probes.adaptation import heldout_streams
-from mesaprobe.probes.inside import InsideProbe
+from mesaprobe.probes.inside import InsideProbe, episode_bootstrap_weights, rows_frame
 from mesaprobe.seeding import derive_seed, make_generator
 from mesaprobe.settings import SettingError
 from mesaprobe.train.rollout import play

@@ -49,11 +49,10 @@ import polars as pl
 import torch
 from torch import Tensor
 
-from mesaprobe.analysis.inside import INSIDE_ROW_COLUMNS, episode_bootstrap_weights, rows_frame
 from mesaprobe.envs.base import Environment
 from mesaprobe.errors import UserError
 from mesaprobe.probes.adaptation import heldout_streams
-from mesaprobe.probes.inside import InsideProbe
+from mesaprobe.probes.inside import INSIDE_ROW_COLUMNS, InsideProbe, episode_bootstrap_weights, rows_frame
 from mesaprobe.probes.posterior_statistics import (
     BANDIT_STATISTICS,
     PREDICTION_STATISTICS,
