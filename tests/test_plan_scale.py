@@ -323,7 +323,7 @@ def test_every_run_equals_the_run_built_alone(tmp_path, spec):
         spec.write_text(grid_study(rates=4, seeds=25))
     plan = make_plan(load_study(spec))
     for run in plan.runs:
-        alone = Run(run.environment, run.architecture, run.training, run.training_variant, run.seed)
+        alone = Run(run.environment, run.architecture, run.training, run.training_grid, run.seed)
         assert (run.id, run.config_hash, run.resolved) == (alone.id, alone.config_hash, alone.resolved)
         assert run.directory == f"runs/{alone.id}"
 
@@ -354,7 +354,7 @@ def test_with_seed_is_the_same_run_with_another_seed(tmp_path):
     spec.write_text(grid_study(rates=1, seeds=1))
     run = make_plan(load_study(spec)).runs[0]
     seeded = run.with_seed(7)
-    alone = Run(run.environment, run.architecture, run.training, run.training_variant, 7)
+    alone = Run(run.environment, run.architecture, run.training, run.training_grid, 7)
     assert seeded == alone  # the same fields (dataclass equality)
     assert seeded.id == alone.id == run.id.removesuffix("-s0") + "-s7"
     assert seeded.resolved == alone.resolved and seeded.resolved is run.resolved

@@ -22,6 +22,7 @@ from mesaprobe.envs import ENVIRONMENTS
 from mesaprobe.metrics import METRIC_FAMILIES
 from mesaprobe.probes.window import WindowProbe
 from mesaprobe.study import load_study, make_plan
+from mesaprobe.study.load import render_grid
 from tests.conftest import REPO, TINY_STUDY, run_all_jobs
 
 SWEEP_STUDY = """\
@@ -67,21 +68,21 @@ def html_spec(path: Path) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("variant", "expected"),
+    ("grid", "expected"),
     [
-        ("task_pool=16", ""),
-        ("task_pool=None", ""),
-        ("task_pool=16.0", ""),
-        ("arms=3,task_pool=16", "arms=3"),
-        ("task_pool=16,tasks=pool", "tasks=pool"),
-        ("arms=3,task_pool=1048576,z=1", "arms=3,z=1"),
-        ("arms=3", "arms=3"),
-        ("", ""),
-        ("squeeze=[0.2, 0.8],task_pool=4", "squeeze=[0.2, 0.8]"),
+        ((("task_pool", 16),), ""),
+        ((("task_pool", None),), ""),
+        ((("arms", 3), ("task_pool", 16)), "arms=3"),
+        ((("task_pool", 16), ("tasks", "pool")), "tasks=pool"),
+        ((("arms", 3), ("task_pool", 1048576), ("z", 1)), "arms=3,z=1"),
+        ((("arms", 3),), "arms=3"),
+        ((), ""),
+        ((("squeeze", [0.2, 0.8]), ("task_pool", 4)), "squeeze=[0.2, 0.8]"),
+        ((("task_pool_note", "a,task_pool=3"),), "task_pool_note=a,task_pool=3"),
     ],
 )
-def test_without_task_pool_drops_only_the_pool_size(variant: str, expected: str) -> None:
-    assert without_task_pool(variant) == expected
+def test_without_task_pool_drops_only_the_pool_size(grid, expected: str) -> None:
+    assert render_grid(without_task_pool(grid)) == expected
 
 
 def test_study_sweeps_reads_pool_sizes_and_windows_from_the_study(tmp_path: Path) -> None:

@@ -22,8 +22,9 @@ are no sweeps, so no sweep charts.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
+
+from mesaprobe.study.load import Grid, render_grid
 
 #: Adaptation settings that do not change what a probe measures, only how precisely or how fast.
 _PRECISION_SETTINGS = ("episodes", "batch")
@@ -69,15 +70,9 @@ class Sweeps:
         return tuple(sweep for sweep in self.windows if kind in sweep.kinds)
 
 
-def without_task_pool(variant: str) -> str:
-    """A grid variant without its ``task_pool`` value (grid values are ``key=value``, comma-joined).
-
-    >>> without_task_pool("arms=3,task_pool=16")
-    'arms=3'
-    >>> without_task_pool("task_pool=None")
-    ''
-    """
-    return re.sub(r"(?:^|,)task_pool=[^,]*", "", variant).lstrip(",")
+def without_task_pool(grid: Grid) -> Grid:
+    """Grid values without the ``task_pool`` value: ``(("arms", 3), ("task_pool", 16))`` -> ``(("arms", 3),)``."""
+    return tuple((key, value) for key, value in grid if key != "task_pool")
 
 
 def _label(name: str, variant: str) -> str:
@@ -107,7 +102,7 @@ def window_sweeps(study) -> tuple[WindowSweep, ...]:
         kind = PROBES.get(probe.family)
         if issubclass(kind, WindowProbe):
             (window,) = probe.config.windows  # the study expanded the list: one window per probe
-            base = _label(probe.name, probe.variant.removesuffix(f"w={window}").rstrip(","))
+            base = _label(probe.name, render_grid(tuple((k, v) for k, v in probe.grid if k != "w")))
             windows.setdefault(base, []).append((window, probe))
         elif kind is AdaptationProbe:
             adaptation.append(probe)
@@ -140,7 +135,7 @@ def pool_sweeps(study, windows: tuple[WindowSweep, ...] = ()) -> tuple[PoolSweep
     window_probes = {label for sweep in windows for _, label in sweep.windows}
     groups: dict[str, list] = {}
     for environment in study.environments:
-        base = _label(environment.name, without_task_pool(environment.variant))
+        base = _label(environment.name, render_grid(without_task_pool(environment.grid)))
         groups.setdefault(base, []).append(environment)
     sweeps = []
     for base, members in groups.items():

@@ -56,9 +56,11 @@ class WindowProbe(AdaptationProbe):
     task_neutral: ClassVar[tuple[str, ...]] = ("windows",)
 
     @staticmethod
-    def expand(config: WindowConfig) -> list[tuple[str, WindowConfig]]:
-        """One probe per window: (label suffix ``w=<w>``, settings with that window only)."""
-        return [(f"w={window}", dataclasses.replace(config, windows=(window,))) for window in config.windows]
+    def expand(config: WindowConfig) -> list[tuple[tuple[tuple[str, int], ...], WindowConfig]]:
+        """One probe per window: (grid value ``w``, settings with that window only)."""
+        return [
+            ((("w", window),), dataclasses.replace(config, windows=(window,))) for window in config.windows
+        ]
 
     @property
     def window(self) -> int:

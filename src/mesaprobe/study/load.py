@@ -36,6 +36,16 @@ def study_schema() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
+#: Grid values that apply to one block of a study: (dotted key below the block, value) pairs in
+#: the grid's key order, e.g. ``(("hidden", 32),)``; empty without a grid.
+Grid = tuple[tuple[str, Any], ...]
+
+
+def render_grid(*grids: Grid) -> str:
+    """Grid values as text for names in tables and charts: ``hidden=32,lr=0.001``."""
+    return ",".join(f"{key}={value}" for grid in grids for key, value in grid)
+
+
 def settings_hash(data: Any, length: int = 8) -> str:
     """A short, stable hash of JSON-ready settings (key order does not matter)."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
@@ -52,8 +62,8 @@ class Component:
     """Its registry name (``bernoulli_bandit``, ``gru``, ``adaptation``)."""
     config: Any
     """Its family's frozen settings dataclass."""
-    variant: str = ""
-    """Grid values that apply to it, e.g. ``hidden=32`` (empty without a grid)."""
+    grid: Grid = ()
+    """Grid values that apply to it, e.g. ``(("hidden", 32),)`` (empty without a grid)."""
     task_pool: int | None = None
     """Environments only: training tasks come from a fixed pool of this many tasks (None:
     a fresh task every episode); see :mod:`mesaprobe.envs.task_pool`."""
@@ -69,6 +79,11 @@ class Component:
                 del settings[name]
         pool = {} if self.task_pool is None else {"task_pool": self.task_pool}
         return {"family": self.family, **settings, **pool}
+
+    @property
+    def variant(self) -> str:
+        """Its grid values as text, e.g. ``hidden=32`` (empty without a grid)."""
+        return render_grid(self.grid)
 
     @property
     def label(self) -> str:
@@ -101,7 +116,7 @@ class Study:
     seeds: tuple[int, ...]
     environments: tuple[Component, ...]
     architectures: tuple[Component, ...]
-    trainings: tuple[tuple[TrainingConfig, str], ...]
+    trainings: tuple[tuple[TrainingConfig, Grid], ...]
     """Each training setting with its grid label (one entry without a training grid)."""
     training_overrides: dict[str, dict[str, Any]]
     """Architecture label -> training settings it overrides (``architectures.<name>.training``)."""
@@ -238,18 +253,16 @@ def load_study(path: str | Path) -> Study:
     environments: dict[str, Component] = {}
     architectures: dict[str, Component] = {}
     probes: dict[str, Component] = {}
-    trainings: dict[str, tuple[TrainingConfig, str]] = {}
+    trainings: dict[Grid, tuple[TrainingConfig, Grid]] = {}
     overrides: dict[str, dict[str, Any]] = {}
     environment_overrides: dict[str, dict[str, Any]] = {}
     architecture_environments: dict[str, tuple[str, ...]] = {}
     baselines: dict[str, Component] = {}
     for expanded, point in grid_points(data, path):
 
-        def variant(prefix: str, point=point) -> str:
-            return ",".join(
-                f"{key.removeprefix(prefix)}={value}"
-                for key, value in point.items()
-                if key.startswith(prefix)
+        def variant(prefix: str, point=point) -> Grid:
+            return tuple(
+                (key.removeprefix(prefix), value) for key, value in point.items() if key.startswith(prefix)
             )
 
         for name, block in expanded["environments"].items():
@@ -316,7 +329,7 @@ def load_study(path: str | Path) -> Study:
 
 
 def make_component(
-    registry, selector: str, block: dict, key: str, name: str, path: Path, variant: str
+    registry, selector: str, block: dict, key: str, name: str, path: Path, grid: Grid
 ) -> Component:
     """Look up ``block[selector]`` in ``registry`` and build its typed settings."""
     try:
@@ -329,23 +342,21 @@ def make_component(
     }.get(registry.axis, (selector,))
     config = build(family_class.Config, block, key=key, file=str(path), drop=drop)
     task_pool = task_pool_setting(block, key, path) if registry.axis == "environment family" else None
-    return Component(name=name, family=block[selector], config=config, variant=variant, task_pool=task_pool)
+    return Component(name=name, family=block[selector], config=config, grid=grid, task_pool=task_pool)
 
 
 def expand_probe(component: Component, kind: type) -> list[Component]:
     """A probe, or one probe per value of a list setting its kind expands (``window``: one per w).
 
-    ``kind.expand(config)`` returns (label suffix, settings) pairs, e.g. ``("w=4", ...)``;
-    the suffix joins the probe's grid values, so tables and charts tell the parts apart.
+    ``kind.expand(config)`` returns (grid values, settings) pairs, e.g. ``((("w", 4),), ...)``;
+    the values join the probe's own grid values, so tables and charts tell the parts apart.
     """
     expand = getattr(kind, "expand", None)
     if expand is None:
         return [component]
     return [
-        dataclasses.replace(
-            component, config=config, variant=",".join(filter(None, [component.variant, suffix]))
-        )
-        for suffix, config in expand(component.config)
+        dataclasses.replace(component, config=config, grid=component.grid + values)
+        for values, config in expand(component.config)
     ]
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from mesaprobe.errors import SpecError
 from mesaprobe.settings import SettingError, as_dict
-from mesaprobe.study.load import Component, Study, settings_hash
+from mesaprobe.study.load import Component, Grid, Study, render_grid, settings_hash
 from mesaprobe.train.config import TrainingConfig
 
 #: Training algorithms that fit each kind of environment.
@@ -34,10 +34,6 @@ ARCHITECTURES_FOR_ALGORITHM = {"reptile": ("memoryless",)}
 OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every", "seeds_per_job")
 
 
-def join_variants(*variants: str) -> str:
-    return ",".join(variant for variant in variants if variant)
-
-
 @dataclass(frozen=True)
 class Run:
     """One trained model: environment x architecture x training settings x seed."""
@@ -45,7 +41,7 @@ class Run:
     environment: Component
     architecture: Component
     training: TrainingConfig
-    training_variant: str
+    training_grid: Grid
     seed: int
 
     @functools.cached_property
@@ -80,19 +76,19 @@ class Run:
         per setting rather than once per seed (a grid of 10,000 runs builds in a fraction
         of the time).
         """
-        run = Run(self.environment, self.architecture, self.training, self.training_variant, seed)
+        run = Run(self.environment, self.architecture, self.training, self.training_grid, seed)
         run.__dict__.update(resolved=self.resolved, config_hash=self.config_hash)
         return run
 
     @property
     def agent(self) -> str:
         """The agent's name in tables: architecture name plus its grid values."""
-        variant = join_variants(self.architecture.variant, self.training_variant)
+        variant = render_grid(self.architecture.grid, self.training_grid)
         return f"{self.architecture.name}[{variant}]" if variant else self.architecture.name
 
     @property
     def variant(self) -> str:
-        return join_variants(self.environment.variant, self.architecture.variant, self.training_variant)
+        return render_grid(self.environment.grid, self.architecture.grid, self.training_grid)
 
     @property
     def directory(self) -> str:
@@ -331,7 +327,7 @@ def make_plan(study: Study) -> Plan:
                 architecture.label, (environment.name,)
             ):
                 continue  # architectures.<name>.environments leaves this environment out
-            for training, training_variant in study.trainings:
+            for training, training_grid in study.trainings:
                 resolved_training = with_overrides(study, architecture, training, environment)
                 if resolved_training.algorithm not in ALGORITHMS_FOR_KIND[kind]:
                     raise SpecError(
@@ -350,7 +346,7 @@ def make_plan(study: Study) -> Plan:
                         f"{resolved_training.algorithm} trains only the {', '.join(families)} architecture; "
                         f"architecture {architecture.name!r} is {architecture.family}",
                     )
-                template = Run(environment, architecture, resolved_training, training_variant, seed=0)
+                template = Run(environment, architecture, resolved_training, training_grid, seed=0)
                 for seed in study.seeds:
                     run = template.with_seed(seed)
                     runs.setdefault(run.id, run)
