@@ -20,22 +20,16 @@ from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConf
 from mesaprobe.frozen import parameter_hash
 from mesaprobe.metrics import INSIDE_QUANTITIES
 from mesaprobe.models import ARCHITECTURES, build_model
-from mesaprobe.probes.fitted_learner import (
-    Choices,
-    FittedLearnerConfig,
-    FittedLearnerProbe,
-    QLearningModel,
+from mesaprobe.probes.fitted_learner import FittedLearnerConfig, FittedLearnerProbe, fitted_rows, play_choices
+from mesaprobe.probes.inside import INSIDE_ROW_COLUMNS, episode_bootstrap_weights
+from mesaprobe.probes.learner_choices import Choices
+from mesaprobe.probes.learner_fitting import _whitening, fit_model
+from mesaprobe.probes.learner_q_learning import QLearningModel, bayes_learning_rates, decaying_learning_rates
+from mesaprobe.probes.learner_thompson import (
     ThompsonModel,
-    _whitening,
-    bayes_learning_rates,
     beta_quadrature_tables,
-    decaying_learning_rates,
-    fit_model,
-    fitted_rows,
-    play_choices,
     thompson_choice_probabilities,
 )
-from mesaprobe.probes.inside import INSIDE_ROW_COLUMNS, episode_bootstrap_weights
 from mesaprobe.settings import SettingError
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
