@@ -28,8 +28,9 @@ from mesaprobe.models import ARCHITECTURES, SequenceModel, build_model
 from mesaprobe.models.stacked import stack_models
 from mesaprobe.seeding import SeedGenerators, make_generator
 from mesaprobe.train.config import TrainingConfig
-from mesaprobe.train.loop import TrainingState, update
+from mesaprobe.train.loop import update
 from mesaprobe.train.stacked import SeedEnvironments
+from mesaprobe.train.state import TrainingState
 
 MODELS = {
     "gru-64": ("gru", {"hidden": 64}),

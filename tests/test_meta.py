@@ -24,11 +24,10 @@ from mesaprobe.settings import SettingError
 from mesaprobe.study import load_study, make_plan
 from mesaprobe.train import loop
 from mesaprobe.train.config import TrainingConfig
-from mesaprobe.train.loop import TrainingState
-from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
+from mesaprobe.train.losses import actor_critic_loss, generalized_advantages, normalized
 from mesaprobe.train.meta import adapt, memoryless_forward, reptile_update, task_weights
-from mesaprobe.train.rl import normalized
 from mesaprobe.train.rollout import play
+from mesaprobe.train.state import TrainingState
 from tests.conftest import preempted_during
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,7 +14,8 @@ from mesaprobe.seeding import make_generator
 from mesaprobe.settings import SpecError
 from mesaprobe.study import load_study, make_plan
 from mesaprobe.train.config import TrainingConfig
-from mesaprobe.train.loop import TrainingState, update
+from mesaprobe.train.loop import update
+from mesaprobe.train.state import TrainingState
 
 STUDY = """\
 study: precision

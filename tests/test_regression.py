@@ -33,7 +33,8 @@ from mesaprobe.probes.adaptation import AdaptationConfig, AdaptationProbe
 from mesaprobe.seeding import fixed_orthogonal, make_generator
 from mesaprobe.study import load_study, make_plan
 from mesaprobe.train.config import TrainingConfig
-from mesaprobe.train.loop import TrainingState, train
+from mesaprobe.train.loop import train
+from mesaprobe.train.state import TrainingState
 from tests.conftest import run_all_jobs
 
 

@@ -19,6 +19,7 @@ from mesaprobe.probes.adaptation import AdaptationConfig
 from mesaprobe.seeding import make_generator
 from mesaprobe.settings import SettingError, build
 from mesaprobe.study import load_study, make_plan
+from mesaprobe.train import algorithm_of
 from tests.conftest import TINY_STUDY, run_all_jobs
 
 
@@ -145,7 +146,7 @@ def test_training_draws_only_pool_tasks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(TaskPool, "sample_tasks", record)
     jobs.train_job(plan, run.id, tmp_path / "results", progress=False)
-    updates = run.training.updates(8)
+    updates = algorithm_of(run.training).updates(run.training, 8)
     assert len(drawn) == updates and updates > 1
     expected_pool = jobs.make_environment(run.environment, run.seed).pool()
     hits = set()

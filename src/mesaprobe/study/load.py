@@ -23,15 +23,21 @@ from typing import Any
 import jsonschema
 import yaml
 
+from mesaprobe.baselines import BASELINES
+from mesaprobe.envs import ENVIRONMENTS
+from mesaprobe.envs.task_pool import MAX_TASK_POOL
 from mesaprobe.errors import SpecError
+from mesaprobe.models import ARCHITECTURES
+from mesaprobe.probes import PROBES, Probe
 from mesaprobe.registry import UnknownName
-from mesaprobe.settings import as_dict, build, describe
+from mesaprobe.settings import SettingError, as_dict, build, describe
+from mesaprobe.train import check_training
 from mesaprobe.train.config import TrainingConfig
 
 
 @functools.cache
 def study_schema() -> dict[str, Any]:
-    """The JSON schema every study must satisfy (``workflow/schemas`` links to this file)."""
+    """The JSON schema of a study's shape; each block's settings are typed (``mesaprobe list``)."""
     text = resources.files("mesaprobe.study").joinpath("study.schema.yaml").read_text()
     return yaml.safe_load(text)
 
@@ -157,8 +163,6 @@ def read_yaml(path: Path) -> Any:
 
 def task_pool_setting(block: dict, key: str, path: Path) -> int | None:
     """The ``task_pool`` of an environment block (``key`` is the block's path): 1 .. 2**20 or None."""
-    from mesaprobe.envs.task_pool import MAX_TASK_POOL
-
     value = block.get("task_pool")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -168,8 +172,6 @@ def task_pool_setting(block: dict, key: str, path: Path) -> int | None:
 
 
 def task_pool_problem(value: Any) -> str:
-    from mesaprobe.envs.task_pool import MAX_TASK_POOL
-
     return f"expected an integer from 1 to {MAX_TASK_POOL} or null, got {describe(value)}"
 
 
@@ -237,11 +239,6 @@ def grid_points(data: dict, path: Path) -> list[tuple[dict, dict[str, Any]]]:
 
 def load_study(path: str | Path) -> Study:
     """Read, validate and expand the study at ``path``; SpecError on any problem."""
-    from mesaprobe.baselines import BASELINES
-    from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.models import ARCHITECTURES
-    from mesaprobe.probes import PROBES
-
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
@@ -277,14 +274,14 @@ def load_study(path: str | Path) -> Study:
             )
             environments.setdefault(component.label, component)
             override = block.get("training") or {}
-            build(TrainingConfig, override, key=f"environments.{name}.training", file=str(path))
+            build_training(override, f"environments.{name}.training", path)
             environment_overrides.setdefault(component.label, dict(override))
         for name, block in (expanded.get("architectures") or {}).items():
             key = f"architectures.{name}"
             component = make_component(ARCHITECTURES, "family", block, key, name, path, variant(f"{key}."))
             architectures.setdefault(component.label, component)
             override = block.get("training") or {}
-            build(TrainingConfig, override, key=f"{key}.training", file=str(path))  # types, unknown keys
+            build_training(override, f"{key}.training", path)  # types, unknown keys
             overrides.setdefault(component.label, dict(override))
             if "environments" in block:
                 names = block["environments"]
@@ -303,7 +300,7 @@ def load_study(path: str | Path) -> Study:
             )
             for one in expand_probe(component, PROBES.get(component.family)):
                 probes.setdefault(one.label, one)
-        training = build(TrainingConfig, expanded.get("training"), key="training", file=str(path))
+        training = build_training(expanded.get("training"), "training", path)
         trainings.setdefault(variant("training."), (training, variant("training.")))
         raw_baselines = expanded.get("baselines") or []
         if isinstance(raw_baselines, list):
@@ -328,6 +325,16 @@ def load_study(path: str | Path) -> Study:
     )
 
 
+def build_training(mapping: Any, key: str, path: Path) -> TrainingConfig:
+    """A training block's typed settings, checked against the algorithm it names."""
+    training = build(TrainingConfig, mapping, key=key, file=str(path))
+    try:
+        check_training(training)
+    except SettingError as error:
+        raise SpecError(path, f"{key}.{error.key}", error.problem) from None
+    return training
+
+
 def make_component(
     registry, selector: str, block: dict, key: str, name: str, path: Path, grid: Grid
 ) -> Component:
@@ -345,18 +352,15 @@ def make_component(
     return Component(name=name, family=block[selector], config=config, grid=grid, task_pool=task_pool)
 
 
-def expand_probe(component: Component, kind: type) -> list[Component]:
+def expand_probe(component: Component, kind: type[Probe]) -> list[Component]:
     """A probe, or one probe per value of a list setting its kind expands (``window``: one per w).
 
     ``kind.expand(config)`` returns (grid values, settings) pairs, e.g. ``((("w", 4),), ...)``;
     the values join the probe's own grid values, so tables and charts tell the parts apart.
     """
-    expand = getattr(kind, "expand", None)
-    if expand is None:
-        return [component]
     return [
         dataclasses.replace(component, config=config, grid=component.grid + values)
-        for values, config in expand(component.config)
+        for values, config in kind.expand(component.config)
     ]
 
 

@@ -14,21 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mesaprobe.baselines import BASELINES, Baseline
+from mesaprobe.envs import ENVIRONMENTS, Environment
 from mesaprobe.errors import SpecError
+from mesaprobe.probes import PROBES, Probe
 from mesaprobe.settings import SettingError, as_dict
 from mesaprobe.study.load import Component, Grid, Study, render_grid, settings_hash
+from mesaprobe.train import ALGORITHMS, algorithm_of, check_training
 from mesaprobe.train.config import TrainingConfig
-
-#: Training algorithms that fit each kind of environment.
-ALGORITHMS_FOR_KIND = {
-    "bandit": ("a2c", "ppo", "reptile"),
-    "commitment": ("a2c", "ppo"),
-    "prediction": ("predict",),
-    "regression": ("regress",),
-}
-
-#: Training algorithms that fit only some architecture families (the others fit every family).
-ARCHITECTURES_FOR_ALGORITHM = {"reptile": ("memoryless",)}
 
 #: Training settings that change where or how often work happens, not what is learned.
 OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every", "seeds_per_job")
@@ -181,7 +174,7 @@ class Plan:
             by_setting.setdefault(key, []).append(run)
         groups = []
         for runs in by_setting.values():
-            size = runs[0].training.seeds_in_job()
+            size = algorithm_of(runs[0].training).seeds_in_job(runs[0].training)
             runs = sorted(runs, key=lambda run: run.seed)
             groups.extend(tuple(runs[start : start + size]) for start in range(0, len(runs), size))
         return tuple(groups)
@@ -232,29 +225,23 @@ class Plan:
 def probe_writes(probe: Component) -> str:
     """What a probe's jobs write: ``curves`` (per-episode step metrics, :mod:`mesaprobe.analysis.tables`)
     or ``inside`` (read-outs and fitted models, :mod:`mesaprobe.analysis.inside`)."""
-    from mesaprobe.probes import PROBES
-
-    return getattr(PROBES.get(probe.family), "writes", "curves")
+    return PROBES.get(probe.family).writes
 
 
-def serves(component_class: type, environment_class: type) -> bool:
-    return environment_class.kind in getattr(component_class, "serves", ())
+def serves(component_class: type[Probe] | type[Baseline], environment_class: type[Environment]) -> bool:
+    return environment_class.kind in component_class.serves
 
 
 def probe_plan(study: Study, environment: Component) -> tuple[list[Component], list[SkippedProbe]]:
     """The study's probes that play ``environment``, and a note for each probe that serves its
     kind but whose settings do not apply to it (e.g. relabelled arms on a regression environment)."""
-    from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.probes import PROBES
-
     environment_class = ENVIRONMENTS.get(environment.family)
     played, skipped = [], []
     for probe in study.probes:
         probe_class = PROBES.get(probe.family)
         if not serves(probe_class, environment_class):
             continue
-        not_applicable = getattr(probe_class, "not_applicable", None)
-        reason = None if not_applicable is None else not_applicable(probe.config, environment_class.kind)
+        reason = probe_class.not_applicable(probe.config, environment_class.kind)
         if reason is None:
             played.append(probe)
         else:
@@ -307,6 +294,7 @@ def with_overrides(
     merged = dataclasses.replace(training, **override)
     try:
         merged.validate()
+        check_training(merged)
     except SettingError as error:
         key = f"{setting_owner(blocks, error.key)}.{error.key}"
         raise SpecError(study.file, key, error.problem) from None
@@ -315,10 +303,6 @@ def with_overrides(
 
 def make_plan(study: Study) -> Plan:
     """Expand a study into its jobs (identical runs from different grid points appear once)."""
-    from mesaprobe.baselines import BASELINES
-    from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.probes import PROBES
-
     runs: dict[str, Run] = {}
     for environment in study.environments:
         kind = ENVIRONMENTS.get(environment.family).kind
@@ -329,22 +313,22 @@ def make_plan(study: Study) -> Plan:
                 continue  # architectures.<name>.environments leaves this environment out
             for training, training_grid in study.trainings:
                 resolved_training = with_overrides(study, architecture, training, environment)
-                if resolved_training.algorithm not in ALGORITHMS_FOR_KIND[kind]:
+                algorithm = algorithm_of(resolved_training)
+                owner = setting_owner(training_blocks(study, architecture, environment), "algorithm")
+                if kind not in algorithm.serves:
+                    trainers = [name for name in ALGORITHMS.names() if kind in ALGORITHMS.get(name).serves]
                     raise SpecError(
                         study.file,
-                        f"{setting_owner(training_blocks(study, architecture, environment), 'algorithm')}"
-                        ".algorithm",
+                        f"{owner}.algorithm",
                         f"environment {environment.name!r} ({kind}) is trained with one of: "
-                        f"{', '.join(ALGORITHMS_FOR_KIND[kind])}; got {resolved_training.algorithm!r}",
+                        f"{', '.join(trainers)}; got {resolved_training.algorithm!r}",
                     )
-                families = ARCHITECTURES_FOR_ALGORITHM.get(resolved_training.algorithm)
-                if families is not None and architecture.family not in families:
+                if algorithm.architectures is not None and architecture.family not in algorithm.architectures:
                     raise SpecError(
                         study.file,
-                        f"{setting_owner(training_blocks(study, architecture, environment), 'algorithm')}"
-                        ".algorithm",
-                        f"{resolved_training.algorithm} trains only the {', '.join(families)} architecture; "
-                        f"architecture {architecture.name!r} is {architecture.family}",
+                        f"{owner}.algorithm",
+                        f"{resolved_training.algorithm} trains only the {', '.join(algorithm.architectures)} "
+                        f"architecture; architecture {architecture.name!r} is {architecture.family}",
                     )
                 template = Run(environment, architecture, resolved_training, training_grid, seed=0)
                 for seed in study.seeds:
@@ -360,27 +344,23 @@ def make_plan(study: Study) -> Plan:
         skipped += skipped_probes
         for probe in played_probes:
             probe_class = PROBES.get(probe.family)
-            if not getattr(probe_class, "plays_baselines", True):
+            if not probe_class.plays_baselines:
                 continue  # e.g. read-outs of hidden states, which baselines do not have
             played = None
             for baseline in study.baselines:
                 baseline_class = BASELINES.get(baseline.family)
                 if not serves(baseline_class, environment_class):
                     continue
-                if getattr(baseline_class, "needs_task_pool", False) and environment.task_pool is None:
+                if baseline_class.needs_task_pool and environment.task_pool is None:
                     reason = baseline_class.without_task_pool  # dmmse: defined by a finite pool only
                     skipped.append(SkippedBaseline(environment.label, probe.label, baseline.label, reason))
                     continue
-                skip_reason = getattr(baseline_class, "skip_reason", None)
-                if skip_reason is not None:
-                    if played is None:  # the environment as this probe plays it
-                        played = probe_class(probe.config).environment(environment_class(environment.config))
-                    reason = skip_reason(baseline.config, played)
-                    if reason is not None:
-                        skipped.append(
-                            SkippedBaseline(environment.label, probe.label, baseline.label, reason)
-                        )
-                        continue
+                if played is None:  # the environment as this probe plays it
+                    played = probe_class(probe.config).environment(environment_class(environment.config))
+                reason = baseline_class.skip_reason(baseline.config, played)
+                if reason is not None:
+                    skipped.append(SkippedBaseline(environment.label, probe.label, baseline.label, reason))
+                    continue
                 baseline_jobs += [BaselineJob(environment, probe, baseline, seed) for seed in study.seeds]
     return Plan(study, tuple(runs.values()), tuple(probe_jobs), tuple(baseline_jobs), tuple(skipped))
 

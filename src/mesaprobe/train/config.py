@@ -7,17 +7,14 @@ from typing import ClassVar, Literal
 
 from mesaprobe.settings import SettingError
 
-#: Algorithms that can train several seeds of a run in one process (reptile already batches its tasks).
-SEED_STACKING_ALGORITHMS = ("a2c", "ppo", "predict", "regress")
-
 #: Seeds per job on a GPU when ``seeds_per_job: auto`` (on a CPU: 1).
 AUTO_SEEDS_PER_GPU_JOB = 8
 
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    algorithm: Literal["a2c", "ppo", "predict", "regress", "reptile"] = "a2c"
-    """Learning algorithm. a2c: advantage actor-critic over whole episodes; ppo: proximal
+    algorithm: str = "a2c"
+    """Learning algorithm (a name registered in mesaprobe.train.ALGORITHMS). a2c: advantage actor-critic over whole episodes; ppo: proximal
     policy optimisation (clipped surrogate, GAE) over whole episodes; predict: log-loss
     training of a next-symbol predictor (prediction environments); regress: squared-error
     training of an in-context regressor (regression environments); reptile: first-order
@@ -105,40 +102,15 @@ class TrainingConfig:
             raise SettingError(
                 "seeds_per_job", f"expected auto or a positive integer, got {self.seeds_per_job}"
             )
-        if self.seeds_per_job not in ("auto", 1) and self.algorithm not in SEED_STACKING_ALGORITHMS:
-            raise SettingError(
-                "seeds_per_job",
-                f"{self.algorithm} trains one seed per job (expected 1 or auto); "
-                f"several seeds per job: {', '.join(SEED_STACKING_ALGORITHMS)}",
-            )
-        if self.precision != "float32" and self.algorithm not in SEED_STACKING_ALGORITHMS:
-            raise SettingError(
-                "precision",
-                f"{self.algorithm} trains in float32 only; bf16: {', '.join(SEED_STACKING_ALGORITHMS)}",
-            )
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise SettingError("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
 
-    def seeds_in_job(self) -> int:
-        """Seeds per training job: ``seeds_per_job``, with auto resolved by the device the study
-        names (``cuda``/``cuda:N``: AUTO_SEEDS_PER_GPU_JOB; ``cpu`` or ``auto``: 1).
+    def auto_seeds_per_job(self) -> int:
+        """Seeds per job that ``seeds_per_job: auto`` means for an algorithm that stacks seeds,
+        decided by the device the study names (``cuda``/``cuda:N``: AUTO_SEEDS_PER_GPU_JOB;
+        ``cpu`` or ``auto``: 1).
 
         Not by the GPUs of the machine that builds the DAG: the jobs, and so which rule makes
         each checkpoint, must not change between a login node and a GPU node (Snakemake would
         retrain runs whose rule changed)."""
-        if self.seeds_per_job != "auto":
-            return self.seeds_per_job
-        if self.algorithm not in SEED_STACKING_ALGORITHMS:
-            return 1
         return AUTO_SEEDS_PER_GPU_JOB if self.device.startswith("cuda") else 1
-
-    def env_steps_per_update(self, horizon: int) -> int:
-        """Pulls (or tokens, examples) one update plays: every episode of every inner step."""
-        episodes = self.batch
-        if self.algorithm == "reptile":
-            episodes *= self.inner_steps * self.inner_episodes
-        return episodes * horizon
-
-    def updates(self, horizon: int) -> int:
-        """Number of updates that covers env_steps (whole batches of whole episodes)."""
-        return -(-self.env_steps // self.env_steps_per_update(horizon))

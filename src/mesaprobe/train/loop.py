@@ -18,18 +18,18 @@ import math
 import signal
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from mesaprobe.artifacts import atomic_path
 from mesaprobe.envs.base import Environment
 from mesaprobe.errors import ArtifactError, UserError
-from mesaprobe.models.base import SequenceModel
-from mesaprobe.seeding import SeedGenerators
+from mesaprobe.train import algorithm_of
 from mesaprobe.train.config import TrainingConfig
+from mesaprobe.train.state import TrainingState
 
 
 class Preempted(UserError):
@@ -42,93 +42,6 @@ class TrainingDiverged(UserError):
     """A loss or a weight became NaN or infinite; the last good checkpoint is kept."""
 
 
-@dataclass
-class TrainingState:
-    """Everything needed to continue training exactly where it stopped."""
-
-    model: SequenceModel
-    optimizer: torch.optim.Optimizer
-    task_generator: torch.Generator | SeedGenerators
-    action_generator: torch.Generator | SeedGenerators
-    update: int = 0
-    env_steps: int = 0
-    wall_seconds: float = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def seeds(self) -> int:
-        """Seeds trained together in this state (1: one run; see :mod:`mesaprobe.train.stacked`)."""
-        return len(self.task_generator) if isinstance(self.task_generator, SeedGenerators) else 1
-
-    def to_checkpoint(self) -> dict[str, Any]:
-        assert self.seeds == 1, "a state of several seeds is saved per seed (member_checkpoints)"
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "task_generator": self.task_generator.get_state(),
-            "action_generator": self.action_generator.get_state(),
-            "update": self.update,
-            "env_steps": self.env_steps,
-            "wall_seconds": self.wall_seconds,
-            "history": self.history,
-        }
-
-    def member_checkpoints(self) -> list[dict[str, Any]]:
-        """One checkpoint per seed, each what that seed trained alone would save."""
-        if self.seeds == 1:
-            return [self.to_checkpoint()]
-        from mesaprobe.models.stacked import member_state_dict
-        from mesaprobe.train.stacked import member_history, member_optimizer_state
-
-        optimizer = self.optimizer.state_dict()
-        return [
-            {
-                "model": member_state_dict(self.model, index),
-                "optimizer": member_optimizer_state(optimizer, index, self.seeds),
-                "task_generator": self.task_generator[index].get_state(),
-                "action_generator": self.action_generator[index].get_state(),
-                "update": self.update,
-                "env_steps": self.env_steps,
-                "wall_seconds": self.wall_seconds,
-                "history": member_history(self.history, index),
-            }
-            for index in range(self.seeds)
-        ]
-
-    def load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        assert self.seeds == 1, "a state of several seeds is loaded per seed (load_member_checkpoints)"
-        self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        self.task_generator.set_state(checkpoint["task_generator"])
-        self.action_generator.set_state(checkpoint["action_generator"])
-        self.load_counters(checkpoint)
-        self.history = list(checkpoint["history"])
-
-    def load_member_checkpoints(self, checkpoints: list[dict[str, Any]]) -> None:
-        """Continue from every seed's own checkpoint; all must be at the same update."""
-        if self.seeds == 1:
-            self.load_checkpoint(checkpoints[0])
-            return
-        from mesaprobe.train.stacked import stacked_history, stacked_optimizer_state
-
-        updates = {int(checkpoint["update"]) for checkpoint in checkpoints}
-        assert len(updates) == 1, f"seeds stopped at different updates {sorted(updates)}"
-        self.model.load_state_dict(
-            {key: torch.stack([c["model"][key] for c in checkpoints]) for key in checkpoints[0]["model"]}
-        )
-        self.optimizer.load_state_dict(stacked_optimizer_state([c["optimizer"] for c in checkpoints]))
-        for index, checkpoint in enumerate(checkpoints):
-            self.task_generator[index].set_state(checkpoint["task_generator"])
-            self.action_generator[index].set_state(checkpoint["action_generator"])
-        self.load_counters(checkpoints[0])
-        self.history = stacked_history([list(c["history"]) for c in checkpoints])
-
-    def load_counters(self, checkpoint: dict[str, Any]) -> None:
-        self.update = int(checkpoint["update"])
-        self.env_steps = int(checkpoint["env_steps"])
-        self.wall_seconds = float(checkpoint["wall_seconds"])
-
-
 def save_checkpoint(state: TrainingState, path: Path, identity: dict[str, Any]) -> None:
     save_checkpoints(state, [path], [identity])
 
@@ -137,8 +50,6 @@ def save_checkpoints(
     state: TrainingState, paths: Sequence[Path], identities: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
     """Each seed's checkpoint to its own path, stamped with its run's identity; returns them."""
-    from mesaprobe.artifacts import atomic_path
-
     checkpoints = state.member_checkpoints()
     for path, identity, checkpoint in zip(paths, identities, checkpoints, strict=True):
         with atomic_path(path) as temporary:
@@ -164,7 +75,7 @@ def update(
 ) -> dict:
     """One update of the run's algorithm; returns its statistics (tensors or numbers)."""
     with mixed_precision(config, state.model.device):
-        return algorithm_update(environment, state, config, total_updates)
+        return algorithm_of(config).update(environment, state, config, total_updates)
 
 
 def mixed_precision(config: TrainingConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -173,36 +84,6 @@ def mixed_precision(config: TrainingConfig, device: torch.device) -> contextlib.
     if config.precision == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-
-
-def algorithm_update(
-    environment: Environment, state: TrainingState, config: TrainingConfig, total_updates: int
-) -> dict:
-    if config.algorithm in ("a2c", "ppo"):
-        from mesaprobe.train.rl import rl_update
-
-        return rl_update(environment, state, config, total_updates)
-    if config.algorithm == "predict":
-        from mesaprobe.train.predict import predict_update
-
-        return predict_update(environment, state, config, total_updates)
-    if config.algorithm == "regress":
-        from mesaprobe.train.regress import regress_update
-
-        return regress_update(environment, state, config, total_updates)
-    if config.algorithm == "reptile":
-        from mesaprobe.train.meta import reptile_update
-
-        return reptile_update(environment, state, config, total_updates)
-    raise ValueError(f"unknown training algorithm {config.algorithm!r}")
-
-
-def schedule(config: TrainingConfig, state: TrainingState, total_updates: int) -> float:
-    """Set this update's learning rate (linear decay); returns the fraction of training done."""
-    progress = state.update / max(1, total_updates)
-    for group in state.optimizer.param_groups:
-        group["lr"] = config.lr * (1.0 + (config.lr_final_fraction - 1.0) * progress)
-    return progress
 
 
 def mean_of_last(history: list[dict[str, float]], count: int = 10) -> dict[str, float]:
@@ -251,8 +132,9 @@ def train(
     """
     paths = [partial_path] if isinstance(partial_path, Path) else list(partial_path)
     identities = [identity] if isinstance(identity, dict) else list(identity)
-    total_updates = config.updates(environment.horizon)
-    steps_per_update = config.env_steps_per_update(environment.horizon)
+    algorithm = algorithm_of(config)
+    total_updates = algorithm.updates(config, environment.horizon)
+    steps_per_update = algorithm.env_steps_per_update(config, environment.horizon)
     seeds = state.seeds
     state.model.train()
     bar = tqdm(

@@ -71,3 +71,12 @@ def actor_critic_loss(
         policy = per_seed_mean(-surrogate, seeds)
     value = per_seed_mean(0.5 * (returns - values).pow(2), seeds)
     return LossParts(policy + value_coef * value - entropy_coef * entropy, policy, value, entropy)
+
+
+def normalized(advantages: Tensor, seeds: int = 1) -> Tensor:
+    """Standardised advantages; with several seeds, within each seed's own block of episodes."""
+    if seeds == 1:
+        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    blocks = advantages.reshape(seeds, -1)
+    mean, std = blocks.mean(dim=1, keepdim=True), blocks.std(dim=1, keepdim=True)
+    return ((blocks - mean) / (std + 1e-8)).reshape(advantages.shape)

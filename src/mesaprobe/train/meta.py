@@ -28,7 +28,7 @@ products; there is no Python loop over tasks, only over time and inner steps.  E
 are task-major: episode ``j`` of a batch plays task ``j // inner_episodes``.
 
 An update plays ``batch x inner_steps x inner_episodes`` episodes; every pull counts as
-an env step (:meth:`TrainingConfig.env_steps_per_update`).  Besides A2C's statistics it
+an env step (:meth:`Reptile.episodes_per_task`).  Besides A2C's statistics it
 returns the reward of the first inner step's episodes (played with theta itself: before
 adaptation) and of the last inner step's (after ``inner_steps - 1`` SGD steps: after
 adaptation, the quantity Reptile improves).
@@ -36,7 +36,7 @@ adaptation, the quantity Reptile improves).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
@@ -47,11 +47,11 @@ from mesaprobe.envs.task_pool import select_tasks
 from mesaprobe.models.base import SequenceModel
 from mesaprobe.models.memoryless import Memoryless
 from mesaprobe.settings import SettingError
+from mesaprobe.train.algorithm import Algorithm
 from mesaprobe.train.config import TrainingConfig
-from mesaprobe.train.loop import TrainingState, schedule
-from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
-from mesaprobe.train.rl import normalized
+from mesaprobe.train.losses import actor_critic_loss, generalized_advantages, normalized
 from mesaprobe.train.rollout import Trajectory, play
+from mesaprobe.train.state import TrainingState, schedule
 
 #: Architecture families whose weights Reptile adapts.
 REPTILE_ARCHITECTURES = ("memoryless",)
@@ -217,3 +217,19 @@ def reptile_update(
         "regret_per_step": regrets.mean(),
     }
     return result | statistics
+
+
+class Reptile(Algorithm):
+    """First-order Reptile: a meta-learned initialisation of a memoryless architecture, from
+    which a few in-weights SGD steps adapt to each task (bandits)."""
+
+    serves: ClassVar[tuple[str, ...]] = REPTILE_KINDS
+    architectures: ClassVar[tuple[str, ...] | None] = REPTILE_ARCHITECTURES
+    #: Reptile already batches its tasks (one weight copy per task): one seed per job, float32.
+    stacks_seeds: ClassVar[bool] = False
+    update = staticmethod(reptile_update)
+
+    @classmethod
+    def episodes_per_task(cls, config: TrainingConfig) -> int:
+        """Every inner step plays ``inner_episodes`` episodes of each task."""
+        return config.inner_steps * config.inner_episodes

@@ -9,14 +9,15 @@ sequences: the same computation as acting step by step, which the model tests ch
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
 
+from mesaprobe.train.algorithm import Algorithm
 from mesaprobe.train.config import TrainingConfig
-from mesaprobe.train.loop import TrainingState, schedule
-from mesaprobe.train.rl import gradient_step
 from mesaprobe.train.stacked import per_seed_mean
+from mesaprobe.train.state import TrainingState, gradient_step, schedule
 
 
 def predict_update(
@@ -35,3 +36,10 @@ def predict_update(
         loss = per_seed_mean(losses, state.seeds)
     gradient_step(state, loss, config)
     return {"logloss_bits": loss.detach() / math.log(2)}
+
+
+class Predict(Algorithm):
+    """Log-loss training of a next-token predictor (prediction environments)."""
+
+    serves: ClassVar[tuple[str, ...]] = ("prediction",)
+    update = staticmethod(predict_update)

@@ -9,13 +9,15 @@ y_1..y_(k-1), divided by the input dimension D (the ``mse_per_dim`` of
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch.nn.functional as F
 from torch import Tensor
 
+from mesaprobe.train.algorithm import Algorithm
 from mesaprobe.train.config import TrainingConfig
-from mesaprobe.train.loop import TrainingState, schedule
-from mesaprobe.train.rl import gradient_step
 from mesaprobe.train.stacked import per_seed_mean
+from mesaprobe.train.state import TrainingState, gradient_step, schedule
 
 
 def regress_update(
@@ -37,3 +39,10 @@ def regress_update(
         )
     gradient_step(state, loss, config)
     return {"mse_per_dim": loss.detach()}
+
+
+class Regress(Algorithm):
+    """Squared-error training of an in-context regressor (regression environments)."""
+
+    serves: ClassVar[tuple[str, ...]] = ("regression",)
+    update = staticmethod(regress_update)

@@ -20,16 +20,19 @@ minibatches are each seed's own.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from torch import Tensor
 
 from mesaprobe.agents import ModelAgent, policy_and_value
-from mesaprobe.envs.base import Environment
+from mesaprobe.envs.base import ACTING_KINDS, Environment
+from mesaprobe.train.algorithm import Algorithm
 from mesaprobe.train.config import TrainingConfig
-from mesaprobe.train.loop import TrainingState, schedule
-from mesaprobe.train.losses import actor_critic_loss, generalized_advantages
+from mesaprobe.train.losses import actor_critic_loss, generalized_advantages, normalized
 from mesaprobe.train.rollout import Trajectory, play
-from mesaprobe.train.stacked import clip_gradients, per_seed_mean
+from mesaprobe.train.stacked import per_seed_mean
+from mesaprobe.train.state import TrainingState, gradient_step, schedule
 
 
 def rollout(environment: Environment, state: TrainingState, batch: int) -> Trajectory:
@@ -39,23 +42,6 @@ def rollout(environment: Environment, state: TrainingState, batch: int) -> Traje
     with torch.no_grad():
         agent = ModelAgent(model, environment.action_count)
         return play(environment, tasks, agent, state.task_generator, state.action_generator)
-
-
-def normalized(advantages: Tensor, seeds: int = 1) -> Tensor:
-    """Standardised advantages; with several seeds, within each seed's own block of episodes."""
-    if seeds == 1:
-        return (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    blocks = advantages.reshape(seeds, -1)
-    mean, std = blocks.mean(dim=1, keepdim=True), blocks.std(dim=1, keepdim=True)
-    return ((blocks - mean) / (std + 1e-8)).reshape(advantages.shape)
-
-
-def gradient_step(state: TrainingState, loss: Tensor, config: TrainingConfig) -> None:
-    """One optimiser step on ``loss`` (several seeds: their losses, one each, summed)."""
-    state.optimizer.zero_grad(set_to_none=True)
-    loss.sum().backward()
-    clip_gradients(list(state.model.parameters()), config.max_grad_norm, state.seeds)
-    state.optimizer.step()
 
 
 def episode_order(state: TrainingState, batch: int) -> Tensor:
@@ -72,16 +58,20 @@ def episode_order(state: TrainingState, batch: int) -> Tensor:
 
 
 def rl_update(
-    environment: Environment, state: TrainingState, config: TrainingConfig, total_updates: int
+    environment: Environment,
+    state: TrainingState,
+    config: TrainingConfig,
+    total_updates: int,
+    clipped: bool = False,
 ) -> dict[str, Tensor]:
-    """One rollout and its A2C step or PPO epochs; returns the update's statistics."""
+    """One rollout and its A2C step, or its PPO epochs when ``clipped``; returns the update's statistics."""
     progress = schedule(config, state, total_updates)
     seeds = state.seeds
     entropy_coef = config.entropy_coef + (config.entropy_final - config.entropy_coef) * progress
     actions = environment.action_count
     trajectory = rollout(environment, state, config.batch)
 
-    if config.algorithm == "a2c":
+    if not clipped:
         outputs = state.model(trajectory.observations)  # (B, T, actions + 1)
         values = policy_and_value(outputs, actions)[1].detach()
         advantages, returns = generalized_advantages(
@@ -131,3 +121,28 @@ def rl_update(
         "entropy": loss.entropy.detach(),
         "value_loss": loss.value.detach(),
     }
+
+
+class A2C(Algorithm):
+    """Advantage actor-critic over whole episodes: one gradient step per rollout."""
+
+    serves: ClassVar[tuple[str, ...]] = ACTING_KINDS
+
+    @staticmethod
+    def update(
+        environment: Environment, state: TrainingState, config: TrainingConfig, total_updates: int
+    ) -> dict[str, Tensor]:
+        return rl_update(environment, state, config, total_updates, clipped=False)
+
+
+class PPO(Algorithm):
+    """Proximal policy optimisation over whole episodes: clipped surrogate, GAE, several epochs
+    of minibatches per rollout."""
+
+    serves: ClassVar[tuple[str, ...]] = ACTING_KINDS
+
+    @staticmethod
+    def update(
+        environment: Environment, state: TrainingState, config: TrainingConfig, total_updates: int
+    ) -> dict[str, Tensor]:
+        return rl_update(environment, state, config, total_updates, clipped=True)
