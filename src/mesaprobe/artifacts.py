@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mesaprobe import __version__
+from mesaprobe.errors import ArtifactError
 
 PACKAGES = ("torch", "numpy", "polars", "altair", "safetensors", "snakemake")
 
@@ -49,8 +50,6 @@ def write_json(target: str | Path, data: Any) -> None:
 
 
 def read_json(path: str | Path) -> Any:
-    from mesaprobe.errors import ArtifactError
-
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:

@@ -1,14 +1,15 @@
-"""Baselines: policies that are not trained.  Adding one: a class and one ``register`` line.
+"""Baselines: policies and predictors that are not trained, played on the runs' held-out tasks.
 
-Bandit baselines are agents; prediction baselines (``bayes_optimal``, ``oracle``) have
-``predict(environment, tasks, tokens) -> probs`` instead, and regression baselines
-(``ridge``, ``dmmse``, ``oracle``) ``predict(environment, tasks, examples) -> predictions``.  Each baseline class carries a frozen ``Config`` dataclass (its settings), a
-``serves`` tuple naming the environment kinds it plays, and is built as
-``cls(config, environment)``; the result is an agent with ``initial_state`` and
-``act``, played by :func:`mesaprobe.train.rollout.play` like a frozen model.
+The contract is :class:`mesaprobe.baselines.base.Baseline`: a ``Config`` dataclass (its
+settings), ``serves`` (the environment kinds it plays), built as ``cls(config, environment)``;
+acting baselines are agents (``initial_state``, ``act``) played by
+:func:`mesaprobe.train.rollout.play` like a frozen model, prediction and regression baselines
+``predict``.  Adding one: a class and one ``register`` line below.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from mesaprobe.baselines.bandit import (
     ArmCounts,
@@ -20,6 +21,7 @@ from mesaprobe.baselines.bandit import (
     ThompsonBaseline,
     UCB1Baseline,
 )
+from mesaprobe.baselines.base import Baseline
 from mesaprobe.baselines.bayes_optimal import BayesOptimalBaseline
 from mesaprobe.baselines.commitment import CommitDeterministic, CommitOptimal
 from mesaprobe.baselines.gittins import GittinsBaseline
@@ -28,13 +30,13 @@ from mesaprobe.baselines.regression import DiscreteMMSEPredictor, RidgePredictor
 from mesaprobe.registry import Registry
 
 
-class BayesOptimal:
+class BayesOptimal(Baseline):
     """The exact Bayes-optimal agent of an environment: the finite-horizon optimal bandit
     policy (dynamic programming over posterior counts) or the exact posterior-predictive
     sequence predictor, chosen by the environment's kind."""
 
-    Config = BayesOptimalBaseline.Config
-    serves = ("bandit", "prediction")
+    Config: ClassVar[type] = BayesOptimalBaseline.Config
+    serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction")
 
     @classmethod
     def skip_reason(cls, config, environment) -> str | None:
@@ -48,7 +50,7 @@ class BayesOptimal:
         return BayesOptimalBaseline(config, environment)
 
 
-BASELINES: Registry[type[BanditBaseline]] = Registry("baseline")
+BASELINES: Registry[type[Baseline]] = Registry("baseline")
 BASELINES.register("random")(RandomBaseline)
 BASELINES.register("greedy")(GreedyBaseline)
 BASELINES.register("eps_greedy")(EpsilonGreedyBaseline)
@@ -64,7 +66,7 @@ BASELINES.register("ridge")(RidgePredictor)
 BASELINES.register("dmmse")(DiscreteMMSEPredictor)
 
 
-def build_baseline(name: str, config, environment) -> BanditBaseline:
+def build_baseline(name: str, config, environment) -> Baseline:
     """The baseline registered as ``name``; ``config=None`` means its default settings."""
     cls = BASELINES.get(name)
     if config is None:
@@ -74,4 +76,4 @@ def build_baseline(name: str, config, environment) -> BanditBaseline:
     return cls(config, environment)
 
 
-__all__ = ["BASELINES", "ArmCounts", "BanditBaseline", "build_baseline"]
+__all__ = ["BASELINES", "ArmCounts", "BanditBaseline", "Baseline", "build_baseline"]

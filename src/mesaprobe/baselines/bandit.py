@@ -17,6 +17,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from mesaprobe.baselines.base import Baseline
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit
 from mesaprobe.settings import SettingError
 
@@ -63,29 +64,16 @@ def sample_beta_tensor(alpha: Tensor, beta: Tensor, generator: torch.Generator) 
     return torch.where(total > 0, x / total, 0.5)
 
 
-class BanditBaseline:
+class BanditBaseline(Baseline):
     """Shared body: count pulls and successes from observations, then ``choose`` an arm."""
 
-    #: The baseline's settings dataclass.
-    Config: ClassVar[type]
-    #: Environment kinds this baseline can play.
     serves: ClassVar[tuple[str, ...]] = ("bandit",)
-    #: Filled in by the registry.
-    registered_name: ClassVar[str]
 
     def __init__(self, config, environment: BernoulliBandit):
-        if environment.kind not in self.serves:
-            raise ValueError(
-                f"{type(self).__name__} plays {', '.join(self.serves)} environments, not {environment.kind!r}"
-            )
+        self.check(environment)
         self.config = config
         self.environment = environment
         self.arms = environment.arms
-
-    @classmethod
-    def skip_reason(cls, config, environment) -> str | None:
-        """Why this baseline cannot play ``environment`` (None: it can); the plan skips it then."""
-        return None
 
     def initial_state(self, batch: int, horizon: int, device: torch.device | str) -> ArmCounts:
         pulls = torch.zeros(batch, self.arms, device=device)

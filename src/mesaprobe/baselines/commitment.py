@@ -18,6 +18,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from mesaprobe.baselines.base import Baseline
 from mesaprobe.envs.commitment import Commitment, bits_of
 
 
@@ -33,22 +34,16 @@ class CommitState:
     t: int
 
 
-class CommitBaseline:
+class CommitBaseline(Baseline):
     """Choose z at the first step, then emit f(z) and z bit by bit."""
 
     Config: ClassVar[type] = CommitConfig
     serves: ClassVar[tuple[str, ...]] = ("commitment",)
-    registered_name: ClassVar[str]
 
     def __init__(self, config: CommitConfig, environment: Commitment):
-        if environment.kind not in self.serves:
-            raise ValueError(f"{type(self).__name__} plays commitment environments, not {environment.kind!r}")
+        self.check(environment)
         self.config = config
         self.environment = environment
-
-    @classmethod
-    def skip_reason(cls, config, environment) -> str | None:
-        return None
 
     def initial_state(self, batch: int, horizon: int, device: torch.device | str) -> CommitState | None:
         return None

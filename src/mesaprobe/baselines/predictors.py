@@ -21,6 +21,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
+from mesaprobe.baselines.base import Baseline
 from mesaprobe.metrics import logloss_bits  # noqa: F401  (re-exported for predictors)
 
 
@@ -40,27 +41,16 @@ class OracleConfig:
         pass
 
 
-class PredictionBaseline:
+class PredictionBaseline(Baseline):
     """Shared body: checks that the environment is a prediction environment."""
 
-    #: The predictor's settings dataclass.
-    Config: ClassVar[type]
-    #: Environment kinds this predictor serves.
     serves: ClassVar[tuple[str, ...]] = ("prediction",)
-    #: Filled in by the registry.
-    registered_name: ClassVar[str]
 
     def __init__(self, config=None, environment=None):
         self.config = self.Config() if config is None else config
         if environment is not None:
             self.check(environment)
         self.environment = environment
-
-    def check(self, environment) -> None:
-        if environment.kind not in self.serves:
-            raise ValueError(
-                f"{type(self).__name__} serves {', '.join(self.serves)} environments, not {environment.kind!r}"
-            )
 
     def predict(self, environment, tasks, tokens: Tensor) -> Tensor:
         raise NotImplementedError

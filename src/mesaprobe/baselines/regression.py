@@ -26,6 +26,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from mesaprobe.baselines.base import Baseline
 from mesaprobe.envs.linear_regression import REAL, ridge_predict
 from mesaprobe.errors import UserError
 
@@ -49,22 +50,15 @@ class DiscreteMMSEConfig:
         pass
 
 
-class RegressionBaseline:
+class RegressionBaseline(Baseline):
     """Shared body: checks that the environment is a regression environment."""
 
-    #: The predictor's settings dataclass.
-    Config: ClassVar[type]
-    #: Environment kinds this predictor serves.
     serves: ClassVar[tuple[str, ...]] = ("regression",)
-    #: Filled in by the registry.
-    registered_name: ClassVar[str]
 
     def __init__(self, config=None, environment=None):
         self.config = self.Config() if config is None else config
-        if environment is not None and environment.kind not in self.serves:
-            raise ValueError(
-                f"{type(self).__name__} serves regression environments, not {environment.kind!r}"
-            )
+        if environment is not None:
+            self.check(environment)
         self.environment = environment
 
     def predict(self, environment, tasks, examples) -> Tensor:

@@ -40,10 +40,10 @@ from mesaprobe.envs.linear_regression import ProjectedRegression
 from mesaprobe.envs.prediction_transform import TransformedPrediction
 from mesaprobe.envs.task_pool import TaskPool
 from mesaprobe.errors import UserError
-from mesaprobe.metrics import bandit_step_metrics, prediction_step_metrics, regression_step_metrics
+from mesaprobe.kinds import kind_of
+from mesaprobe.probes.base import Probe
 from mesaprobe.seeding import make_generator
 from mesaprobe.settings import SettingError
-from mesaprobe.train.rollout import play
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,16 @@ class AdaptationConfig:
         )
 
 
-class AdaptationProbe:
+class AdaptationProbe(Probe):
     """Per-step expected reward, regret and cumulative regret on held-out tasks."""
 
     Config: ClassVar[type] = AdaptationConfig
     serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction", "regression")
 
-    def __init__(self, config: AdaptationConfig):
-        self.config = config
-
     @classmethod
     def not_applicable(cls, config: AdaptationConfig, kind: str) -> str | None:
-        """Why these settings cannot probe an environment of ``kind`` (None: they can); the plan
-        skips such pairs with a note, so one study can mix kinds and kind-specific probes."""
+        if (reason := super().not_applicable(config, kind)) is not None:
+            return reason
         if kind == "regression":
             if config.transform != BanditTransform():
                 return "horizon_factor, prior_alpha, prior_beta, squeeze, permute_labels and switch_at do not apply to regression"
@@ -146,6 +143,14 @@ class AdaptationProbe:
             if bandit_only:
                 return f"{bandit_only[0]} applies to bandit environments only"
         return None
+
+    @property
+    def plays_pool(self) -> bool:
+        return self.config.tasks == "pool"
+
+    @property
+    def policy(self) -> Literal["sample", "greedy"]:
+        return self.config.policy
 
     def environment(self, trained: Environment) -> Environment:
         """The environment this probe plays: the trained one, transformed as configured.
@@ -186,27 +191,13 @@ class AdaptationProbe:
         one seed); ``agent_key`` names the agent's own action-sampling stream.
         """
         task_generator, luck_generator, action_generator = heldout_streams(heldout_key, agent_key, device)
+        kind = kind_of(environment)
         frames = []
         with torch.inference_mode():
             for start in range(0, self.config.episodes, self.config.batch):
                 count = min(self.config.batch, self.config.episodes - start)
                 tasks = environment.sample_tasks(count, task_generator, device)
-                if environment.kind == "prediction":
-                    tokens = environment.sample(tasks, luck_generator)  # (B, T)
-                    probs = agent.predict(environment, tasks, tokens)
-                    metrics = prediction_step_metrics(probs, environment.bayes_predict(tokens), tokens)
-                elif environment.kind == "regression":
-                    examples = environment.sample(tasks, luck_generator)  # inputs (B, K, D), targets (B, K)
-                    predictions = agent.predict(environment, tasks, examples)  # (B, K)
-                    ridge = environment.bayes_predict(examples)
-                    metrics = regression_step_metrics(
-                        predictions, ridge, examples.targets, environment.dimension
-                    )
-                else:
-                    trajectory = play(environment, tasks, agent, luck_generator, action_generator)
-                    metrics = bandit_step_metrics(
-                        trajectory.expected_rewards, trajectory.best_expected_rewards
-                    )
+                metrics = kind.step_metrics(agent, environment, tasks, luck_generator, action_generator)
                 frames.append(long_table(metrics, first_episode=start))
         return pl.concat(frames)
 

@@ -18,6 +18,7 @@ import torch
 from mesaprobe.envs.base import Environment
 from mesaprobe.metrics import commitment_episode_metrics
 from mesaprobe.probes.adaptation import heldout_streams, long_table
+from mesaprobe.probes.base import Probe
 from mesaprobe.settings import SettingError
 from mesaprobe.train.rollout import play
 
@@ -39,17 +40,15 @@ class CommitmentProbeConfig:
                 raise SettingError(name, f"expected a positive integer, got {getattr(self, name)}")
 
 
-class CommitmentProbe:
+class CommitmentProbe(Probe):
     """Success rate, reward and entropy of z of an agent playing the commitment game."""
 
     Config: ClassVar[type] = CommitmentProbeConfig
     serves: ClassVar[tuple[str, ...]] = ("commitment",)
 
-    def __init__(self, config: CommitmentProbeConfig):
-        self.config = config
-
-    def environment(self, trained: Environment) -> Environment:
-        return trained
+    @property
+    def policy(self) -> Literal["sample", "greedy"]:
+        return self.config.policy
 
     def run(
         self,

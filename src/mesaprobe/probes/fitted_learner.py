@@ -173,6 +173,10 @@ class FittedLearnerProbe(InsideProbe):
     charts: ClassVar[tuple[str, ...]] = ("learning_rate", "choice_surprisal_bits")
     task: ClassVar[str] = "fitted-learner probe fits learning models to bandit choices"
 
+    @property
+    def policy(self) -> Literal["sample", "greedy"]:
+        return self.config.policy
+
     def run(
         self,
         agent,

@@ -7,14 +7,14 @@ per-episode curves, play the environment as it was trained, and declare their ch
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import polars as pl
 import torch
 
-from mesaprobe.envs.base import Environment
 from mesaprobe.metrics import INSIDE_QUANTITIES
+from mesaprobe.probes.base import Probe
 
 #: What an inside probe's ``run`` returns: one row per (quantity, layer, target, index, replicate).
 INSIDE_ROW_COLUMNS: dict[str, pl.DataType] = {
@@ -70,23 +70,14 @@ def rows_frame(
     )
 
 
-class InsideProbe:
+class InsideProbe(Probe):
     """Base of the inside probe kinds; a kind sets ``Config``, ``serves``, ``charts``,
-    ``task`` and ``run(agent, environment, heldout_key, agent_key, device, untrained)``."""
+    ``task`` and ``run(agent, environment, heldout_key, agent_key, device, untrained)``: the
+    job passes ``untrained``, the run's architecture with its initial weights, as a control."""
 
-    Config: ClassVar[type]
-    serves: ClassVar[tuple[str, ...]]
-    #: Its job writes an inside table, not curves.
-    writes: ClassVar[str] = "inside"
-    #: Whether untrained baseline agents are probed too (False where hidden states are read).
-    plays_baselines: ClassVar[bool] = True
-    #: Its charts (keys of mesaprobe.analysis.inside_charts.INSIDE_CHARTS).
-    charts: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[Literal["curves", "inside"]] = "inside"
     #: What it does, for the note of a study that asks it of another kind of environment.
     task: ClassVar[str]
-
-    def __init__(self, config: Any):
-        self.config = config
 
     @classmethod
     def not_applicable(cls, config: Any, kind: str) -> str | None:
@@ -94,7 +85,3 @@ class InsideProbe:
         if kind not in cls.serves:
             return f"the {cls.task}; it serves {' and '.join(cls.serves)} environments, not {kind}"
         return None
-
-    def environment(self, trained: Environment) -> Environment:
-        """The environment it plays: the trained one as it is (no out-of-distribution transforms)."""
-        return trained

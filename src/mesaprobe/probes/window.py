@@ -29,6 +29,7 @@ from mesaprobe.agents import ModelAgent, ModelPredictor
 from mesaprobe.envs.base import Environment
 from mesaprobe.models.windowed import restrict_memory
 from mesaprobe.probes.adaptation import AdaptationConfig, AdaptationProbe
+from mesaprobe.probes.base import ExpandedGrid
 from mesaprobe.settings import SettingError
 
 
@@ -55,8 +56,8 @@ class WindowProbe(AdaptationProbe):
     #: Settings that do not change the held-out tasks: every window plays the same ones.
     task_neutral: ClassVar[tuple[str, ...]] = ("windows",)
 
-    @staticmethod
-    def expand(config: WindowConfig) -> list[tuple[tuple[tuple[str, int], ...], WindowConfig]]:
+    @classmethod
+    def expand(cls, config: WindowConfig) -> list[tuple[ExpandedGrid, WindowConfig]]:
         """One probe per window: (grid value ``w``, settings with that window only)."""
         return [
             ((("w", window),), dataclasses.replace(config, windows=(window,))) for window in config.windows
