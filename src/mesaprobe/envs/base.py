@@ -36,7 +36,9 @@ ACTING_KINDS = ("bandit", "commitment")
 class Environment:
     """Base of all environment families; see the module docstring for the contract."""
 
-    #: What kind of problem this is; probes and baselines declare which kinds they serve.
+    #: What kind of problem this is: a name in :data:`mesaprobe.kinds.KINDS`, whose entry says
+    #: what the kind decides (metrics, model outputs, agents); algorithms, probes and baselines
+    #: declare which kinds they serve.
     kind: ClassVar[str]
     #: The family's settings dataclass (what a study may set under ``environments.<name>``).
     Config: ClassVar[type]
