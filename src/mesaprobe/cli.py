@@ -10,6 +10,7 @@ Every Snakemake rule is one of these commands, so each step can be run by hand::
     mesaprobe baseline specs/quickstart.yaml --environment bandit2 --probe adaptation --baseline ucb1 --seed 0
     mesaprobe collect specs/quickstart.yaml
     mesaprobe chart specs/quickstart.yaml
+    mesaprobe list architectures gru
 
 Input errors print one line (file, key, what was expected) and exit with status 2.
 """
@@ -107,10 +108,22 @@ def parser() -> argparse.ArgumentParser:
 
     sub = command("chart", "draw the study's charts (HTML with inline Vega + SVG)")
     with_results(sub)
+
+    help_text = "the study format: every axis and name, or one's settings (type, default, meaning)"
+    sub = commands.add_parser("list", help=help_text, description=help_text)
+    sub.add_argument("axis", nargs="?", help="environments, architectures, probes, baselines or training")
+    sub.add_argument("name", nargs="?", help="a registered name of the axis, e.g. gru")
+    sub.add_argument("--json", action="store_true", help="print it as JSON")
     return top
 
 
 def run_command(arguments: argparse.Namespace) -> int:
+    if arguments.command == "list":
+        from mesaprobe.study.reference import reference, render  # imports every registry (torch)
+
+        data = reference(arguments.axis, arguments.name)
+        print(json.dumps(data, indent=2) if arguments.json else render(data))
+        return 0
     from mesaprobe.study import load_study, make_plan, results_directory, select
 
     study = select(
