@@ -71,8 +71,17 @@ class MetricFamily:
     """Whether a larger value of each episode metric is better."""
     step_titles: tuple[str, str, str]
     """Axis titles of the step metrics, with units."""
+    chart_titles: tuple[str, str, str]
+    """Title of each chart, in the order of :attr:`charts` (followed by environment and probe)."""
+    bar_axis_titles: tuple[str, ...]
+    """Axis title of each bar chart, in the order of :attr:`bar_metrics`; ``{horizon}`` stands
+    for the number of steps the metric is summed over."""
     per_episode: bool = False
     """True: scored once per episode (step 1 only); the episode metrics are the step metrics."""
+
+    def __post_init__(self) -> None:
+        assert len(self.chart_titles) == len(self.charts), (self.kind, self.chart_titles)
+        assert len(self.bar_axis_titles) == len(self.bar_metrics), (self.kind, self.bar_axis_titles)
 
     @property
     def charts(self) -> dict[str, str]:
@@ -85,6 +94,20 @@ class MetricFamily:
     def is_curve(self, chart: str) -> bool:
         """Whether a chart kind of this family is a curve over steps (else bars of an episode metric)."""
         return not self.per_episode and chart != "total"
+
+    @property
+    def bar_metrics(self) -> tuple[str, ...]:
+        """The episode metrics drawn as bars: the total, or every metric of a per-episode family."""
+        return tuple(metric for chart, metric in self.charts.items() if not self.is_curve(chart))
+
+    def chart_title(self, metric: str) -> str:
+        """Title of the chart of a metric this family plots, e.g. ``Total reward per episode``."""
+        return dict(zip(self.charts.values(), self.chart_titles, strict=True))[metric]
+
+    def bar_axis_title(self, metric: str, horizon: int | str) -> str:
+        """Axis title of the bars of an episode metric summed over ``horizon`` steps."""
+        titles = dict(zip(self.bar_metrics, self.bar_axis_titles, strict=True))
+        return titles[metric].format(horizon=horizon)
 
     @property
     def score(self) -> str:
@@ -109,6 +132,8 @@ BANDIT_METRICS = MetricFamily(
     episode_metrics=("total_reward", "cumulative_regret", "adaptation"),
     higher_is_better=(True, False, True),
     step_titles=("expected reward per step", "regret per step (expected)", "cumulative regret (expected)"),
+    chart_titles=("Regret per step", "Cumulative regret", "Total reward per episode"),
+    bar_axis_titles=("total reward per episode (expected, sum over {horizon} steps)",),
 )
 
 PREDICTION_METRICS = MetricFamily(
@@ -121,6 +146,12 @@ PREDICTION_METRICS = MetricFamily(
         "regret per step vs Bayes (bits)",
         "cumulative regret vs Bayes (bits)",
     ),
+    chart_titles=(
+        "Regret per step vs Bayes-optimal (bits)",
+        "Cumulative regret vs Bayes-optimal (bits)",
+        "Total log-loss per episode (bits)",
+    ),
+    bar_axis_titles=("total log-loss per episode (bits, sum over {horizon} steps)",),
 )
 
 REGRESSION_METRICS = MetricFamily(
@@ -133,6 +164,12 @@ REGRESSION_METRICS = MetricFamily(
         "regret per step vs ridge (squared error / D)",
         "cumulative regret vs ridge (squared error / D)",
     ),
+    chart_titles=(
+        "Regret per step vs ridge (squared error / D)",
+        "Cumulative regret vs ridge (squared error / D)",
+        "Total squared error / D per episode",
+    ),
+    bar_axis_titles=("total squared error / D per episode (sum over {horizon} examples)",),
 )
 
 COMMITMENT_METRICS = MetricFamily(
@@ -141,6 +178,16 @@ COMMITMENT_METRICS = MetricFamily(
     episode_metrics=("success", "game_reward", "z_surprisal_bits"),
     higher_is_better=(True, True, True),
     step_titles=("success (y = f(z))", "reward (success - penalty)", "surprisal of z (bits)"),
+    chart_titles=(
+        "Success rate (y = f(z))",
+        "Reward per episode (success - predictability penalty)",
+        "Entropy of z (bits, plug-in)",
+    ),
+    bar_axis_titles=(
+        "fraction of episodes with y = f(z)",
+        "reward per episode (success - predictability penalty)",
+        "entropy of z over the probe's episodes (bits)",
+    ),
     per_episode=True,
 )
 
