@@ -52,7 +52,7 @@ def tiny_spec(tmp_path: Path) -> Path:
 def run_all_jobs(plan, results: Path, resamples: int) -> dict[str, Path]:
     """Every job of a plan in order (train, freeze, probe, baseline, collect), as Snakemake would."""
     from mesaprobe import jobs
-    from mesaprobe.analysis.tables import collect
+    from mesaprobe.analysis.collect import collect
 
     for run in plan.runs:
         jobs.train_job(plan, run.id, results, progress=False)

@@ -17,17 +17,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesaprobe.analysis import (
-    CURVE_BANDS_COLUMNS,
-    CURVES_COLUMNS,
-    PROBE_COLUMNS,
-    SUMMARY_COLUMNS,
-    TABLE_FILES,
-    collect,
-    read_probe_table,
-    two_level_bootstrap,
-    write_probe_table,
-)
 from mesaprobe.analysis.charts import (
     CHART_TITLES,
     CHARTS,
@@ -37,7 +26,17 @@ from mesaprobe.analysis.charts import (
     make_charts,
     slugify,
 )
-from mesaprobe.analysis.tables import episode_metric_values, paper_table, two_level_weights
+from mesaprobe.analysis.collect import collect, episode_metric_values, paper_table
+from mesaprobe.analysis.stats import two_level_bootstrap, two_level_weights
+from mesaprobe.analysis.tables import (
+    CURVE_BANDS_COLUMNS,
+    CURVES_COLUMNS,
+    PROBE_COLUMNS,
+    SUMMARY_COLUMNS,
+    TABLE_FILES,
+    read_probe_table,
+    write_probe_table,
+)
 from mesaprobe.errors import ArtifactError
 from mesaprobe.metrics import BANDIT_METRICS, METRIC_FAMILIES, PREDICTION_METRICS, MetricFamily
 

@@ -7,15 +7,15 @@ import polars as pl
 import pytest
 import torch
 
+from mesaprobe.analysis.collect import collect
 from mesaprobe.analysis.inside import (
     INSIDE_COLUMNS,
     INSIDE_SUMMARY_COLUMNS,
     read_inside_table,
     summarise,
-    two_level_replicate_bootstrap,
     write_inside_table,
 )
-from mesaprobe.analysis.tables import collect
+from mesaprobe.analysis.stats import two_level_replicate_bootstrap
 from mesaprobe.errors import ArtifactError
 from mesaprobe.probes.inside import episode_bootstrap_weights, rows_frame
 

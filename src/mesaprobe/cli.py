@@ -181,7 +181,7 @@ def run_command(arguments: argparse.Namespace) -> int:
             )
         )
     elif arguments.command == "collect":
-        from mesaprobe.analysis.tables import collect
+        from mesaprobe.analysis.collect import collect  # the bootstrap: for the collect step only
 
         inputs = [*plan.table_inputs, *plan.inside_inputs]
         missing = [path for path in inputs if not (results / path).exists()]

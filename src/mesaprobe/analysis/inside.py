@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from mesaprobe.analysis.stats import two_level_replicate_bootstrap
 from mesaprobe.analysis.tables import GROUP_COLUMNS, read_table, rows_problem, write_validated
 from mesaprobe.errors import ArtifactError
 from mesaprobe.metrics import INSIDE_QUANTITIES
@@ -95,29 +96,6 @@ def write_inside_table(frame: pl.DataFrame, path: str | Path) -> Path:
 def read_inside_table(path: str | Path) -> pl.DataFrame:
     """Read and validate one inside table, raising :class:`ArtifactError` naming the file."""
     return read_table(path, INSIDE_COLUMNS, _content_problem)
-
-
-def two_level_replicate_bootstrap(
-    estimates: np.ndarray,
-    replicates: np.ndarray,
-    resamples: int,
-    confidence: float,
-    generator: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean over seeds and its two-level percentile interval, per cell.
-
-    ``estimates`` (S, F): each seed's estimate on all its episodes; ``replicates``
-    (S, R, F): its episode-bootstrap replicates.  A resample draws S seeds with
-    replacement and one replicate of each drawn seed uniformly; its statistic is the
-    mean of those replicates.  Returns (mean, ci_low, ci_high), each (F,).
-    """
-    seeds, count, _ = replicates.shape
-    seed_draws = generator.integers(0, seeds, size=(resamples, seeds))
-    replicate_draws = generator.integers(0, count, size=(resamples, seeds))
-    statistics = replicates[seed_draws, replicate_draws].mean(axis=1)  # (resamples, F)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(statistics, [tail, 1.0 - tail], axis=0)
-    return estimates.mean(axis=0), low, high
 
 
 def summarise(
