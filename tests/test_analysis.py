@@ -17,15 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mesaprobe.analysis.charts import (
-    CHART_TITLES,
-    CHARTS,
-    chart_files,
-    chart_metric,
-    chart_stem,
-    make_charts,
-    slugify,
-)
+from mesaprobe.analysis.charts import make_charts
 from mesaprobe.analysis.collect import collect, episode_metric_values, paper_table
 from mesaprobe.analysis.stats import two_level_bootstrap, two_level_weights
 from mesaprobe.analysis.tables import (
@@ -39,6 +31,7 @@ from mesaprobe.analysis.tables import (
 )
 from mesaprobe.errors import ArtifactError
 from mesaprobe.metrics import BANDIT_METRICS, METRIC_FAMILIES, PREDICTION_METRICS, MetricFamily
+from mesaprobe.study.outputs import chart_stem, slugify, summary_charts
 
 SIGMAS = 4.0
 Z_95 = 1.959964
@@ -517,10 +510,17 @@ def test_slugs_and_stems() -> None:
 
 def test_every_plotted_metric_has_a_chart_title() -> None:
     for family in METRIC_FAMILIES.values():
-        for chart in family.charts:
-            assert chart_metric(chart, family) in CHART_TITLES
+        for metric in family.charts.values():
+            assert family.chart_title(metric)
+        for metric in family.bar_metrics:
+            assert "{horizon}" not in family.bar_axis_title(metric, 10)
         if not family.per_episode:
-            assert tuple(family.charts) == CHARTS
+            assert tuple(family.charts) == ("regret", "cumulative_regret", "total")
+            assert family.bar_metrics == (family.total,)
+
+
+def files_of(charts) -> list[str]:
+    return [name for chart in charts for name in chart.files]
 
 
 def html_spec(path: Path) -> dict:
@@ -549,17 +549,16 @@ def test_make_charts_writes_offline_html_and_svg(tmp_path: Path) -> None:
             frame = bernoulli_regret_frame(probability, 40, 10, rng, **names)
             paths.append(write_probe_table(frame, tmp_path / "probes" / f"{slugify(agent)}_{seed}.parquet"))
     tables = collect(paths, tmp_path / "tables", resamples=100)
-    written = make_charts(tables["summary"].parent, tmp_path / "charts")
+    charts = summary_charts([("bandit2", "bandit")], ["adaptation"])
+    written = make_charts(tables["summary"].parent, tmp_path / "charts", charts)
 
     stems = [
         "regret_bandit2_adaptation",
         "cumulative_regret_bandit2_adaptation",
         "total_reward_bandit2_adaptation",
     ]
-    assert chart_files([("bandit2", "bandit")], ["adaptation"]) == sorted(
-        (f"{stem}.{suffix}" for stem in stems for suffix in ("html", "svg")),
-        key=lambda name: (stems.index(name.rsplit(".", 1)[0]), name),
-    )
+    assert [chart.stem for chart in charts] == stems
+    assert files_of(charts) == [f"{stem}.{suffix}" for stem in stems for suffix in ("html", "svg")]
     charts_dir = tmp_path / "charts"
     expected = {charts_dir / f"{stem}.{suffix}" for stem in stems for suffix in ("html", "svg")}
     assert set(written) == expected and len(written) == len(expected)
@@ -645,10 +644,12 @@ def test_mixed_study_uses_each_environments_metric_family(tmp_path: Path) -> Non
     assert table.columns[3:] == ["thompson", "bayes_optimal", "gru"]
     assert table["thompson"][1] is None and table["bayes_optimal"][0] is None
 
-    written = make_charts(tables["summary"].parent, tmp_path / "charts")
-    expected = chart_files([("bandit2", "bandit")], ["adaptation"]) + chart_files(
-        [("markov", "prediction")], ["prediction"]
+    charts = summary_charts(
+        [("bandit2", "bandit"), ("markov", "prediction")],
+        {"bandit2": ["adaptation"], "markov": ["prediction"]},
     )
+    written = make_charts(tables["summary"].parent, tmp_path / "charts", charts)
+    expected = files_of(charts)
     assert [path.name for path in written] == expected
     assert expected[6::2] == [
         "regret_bits_markov_prediction.html",
@@ -673,7 +674,18 @@ def test_mixed_study_uses_each_environments_metric_family(tmp_path: Path) -> Non
 
 def test_make_charts_needs_the_tables(tmp_path: Path) -> None:
     with pytest.raises(ArtifactError, match="file not found"):
-        make_charts(tmp_path, tmp_path / "charts")
+        make_charts(tmp_path, tmp_path / "charts", summary_charts([("bandit2", "bandit")], ["adaptation"]))
+
+
+def test_make_charts_refuses_tables_that_disagree_with_the_study(tiny_tables: dict[str, Path]) -> None:
+    """The study says which family an environment has and which probes play it; the tables must agree."""
+    tables_dir = tiny_tables["summary"].parent
+    with pytest.raises(ArtifactError, match=r"its environment is of kind 'prediction'"):
+        make_charts(
+            tables_dir, tables_dir / "charts", summary_charts([("bandit2", "prediction")], ["adaptation"])
+        )
+    with pytest.raises(ArtifactError, match=r"no rows for environment 'bandit2', probe 'pool'"):
+        make_charts(tables_dir, tables_dir / "charts", summary_charts([("bandit2", "bandit")], ["pool"]))
 
 
 def test_paper_table_puts_settings_down_and_agents_across(tiny_tables: dict[str, Path]) -> None:

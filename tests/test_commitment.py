@@ -215,9 +215,10 @@ baselines: [commit_optimal, commit_deterministic]
 
 def test_a_commitment_study_runs_every_job(tmp_path) -> None:
     from mesaprobe import jobs
-    from mesaprobe.analysis.charts import chart_files, make_charts
+    from mesaprobe.analysis.charts import make_charts
     from mesaprobe.frozen import load_frozen
     from mesaprobe.study import load_study, make_plan
+    from mesaprobe.study.outputs import chart_outputs
 
     spec = tmp_path / "commitment.yaml"
     spec.write_text(COMMITMENT_STUDY)
@@ -231,7 +232,7 @@ def test_a_commitment_study_runs_every_job(tmp_path) -> None:
     assert set(summary["metric"]) == {"success", "game_reward", "z_surprisal_bits"}
     optimal = summary.filter((pl.col("agent") == "commit_optimal") & (pl.col("metric") == "success"))
     assert optimal["mean"].to_list() == [1.0, 1.0]
-    files = make_charts(results / "tables", results / "charts")
-    expected = chart_files([("private", "commitment"), ("history", "commitment")], ["sampled"])
-    assert sorted(path.name for path in files) == sorted(expected)
+    files = make_charts(results / "tables", results / "charts", chart_outputs(plan.study))
+    expected = [name for chart in chart_outputs(plan.study) for name in chart.files]
+    assert [path.name for path in files] == expected
     assert "overview_commitment_sampled.html" in expected

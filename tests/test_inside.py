@@ -137,9 +137,9 @@ baselines: [random, thompson]
 
 
 def test_inside_probes_run_through_the_pipeline(tmp_path):
-    from mesaprobe.analysis.charts import CHART_FORMATS
-    from mesaprobe.analysis.inside_charts import inside_chart_stems, inside_views, make_inside_charts
+    from mesaprobe.analysis.charts import make_charts
     from mesaprobe.study import load_study, make_plan
+    from mesaprobe.study.outputs import chart_outputs
     from tests.conftest import run_all_jobs
 
     spec = tmp_path / "inside_tiny.yaml"
@@ -167,10 +167,22 @@ def test_inside_probes_run_through_the_pipeline(tmp_path):
     assert set(own["agent"]) == {"memoryless", "reptile"}  # own weights: memoryless models only
     assert (inside["seeds"] == 2).all() and (inside["ci_low"] <= inside["ci_high"]).all()
 
-    charts = make_inside_charts(written["inside"].parent, tmp_path / "charts", inside_views(study))
-    expected = {
-        f"{stem}.{suffix}" for stem in inside_chart_stems(inside_views(study)) for suffix in CHART_FORMATS
-    }
-    assert {path.name for path in charts} == expected
+    outputs = chart_outputs(study)
+    charts = make_charts(written["inside"].parent, tmp_path / "charts", outputs)
+    expected = [name for chart in outputs for name in chart.files]
+    assert [path.name for path in charts] == expected
+    assert sorted(path.name for path in (tmp_path / "charts").iterdir()) == sorted(expected)
     assert "readout_r2_switching_readout.html" in expected and "sgd_regret_bandit2_sgd.svg" in expected
     assert "learning_rate_bandit2_fitted.html" in expected
+
+
+def test_every_inside_chart_a_probe_kind_names_is_registered_and_has_a_caption():
+    from mesaprobe.analysis.inside_charts import INSIDE_CHARTS
+    from mesaprobe.probes import PROBES
+    from tests.conftest import REPO
+
+    named = {chart for name in PROBES for chart in getattr(PROBES.get(name), "charts", ())}
+    assert named == set(INSIDE_CHARTS)
+    for chart in named:
+        assert callable(INSIDE_CHARTS.get(chart).draw) and INSIDE_CHARTS.get(chart).title
+        assert (REPO / "workflow" / "report" / f"{chart}.rst").is_file(), chart

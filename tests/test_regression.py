@@ -13,7 +13,7 @@ import yaml
 
 from mesaprobe import jobs
 from mesaprobe.agents import ModelRegressor
-from mesaprobe.analysis.charts import chart_files, make_charts
+from mesaprobe.analysis.charts import make_charts
 from mesaprobe.baselines import BASELINES
 from mesaprobe.baselines.regression import DiscreteMMSEPredictor, RidgePredictor, pool_posterior_predict
 from mesaprobe.envs import ENVIRONMENTS
@@ -32,6 +32,7 @@ from mesaprobe.models import ARCHITECTURES, build_model
 from mesaprobe.probes.adaptation import AdaptationConfig, AdaptationProbe
 from mesaprobe.seeding import fixed_orthogonal, make_generator
 from mesaprobe.study import load_study, make_plan
+from mesaprobe.study.outputs import chart_outputs
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.loop import train
 from mesaprobe.train.state import TrainingState
@@ -412,9 +413,9 @@ def test_regression_study_runs_every_job(tmp_path):
     oracle = total("unlimited", "fresh", "oracle")
     assert abs(oracle - 8 * 0.25 / 3) < 5 * (0.25 / 3) * math.sqrt(2 * 8 / 48)
 
-    charts = make_charts(tables["summary"].parent, tmp_path / "charts")
-    views = [("linreg", "regression"), ("unlimited", "regression")]
-    assert sorted(path.name for path in charts) == sorted(chart_files(views, probes))
+    outputs = chart_outputs(plan.study)
+    charts = make_charts(tables["summary"].parent, tmp_path / "charts", outputs)
+    assert [path.name for path in charts] == [name for chart in outputs for name in chart.files]
     assert (tmp_path / "charts" / "regret_mse_linreg_alien.html").exists()
 
 

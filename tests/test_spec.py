@@ -333,18 +333,16 @@ baselines: [random, ridge]
     )
     assert {(job.environment.name, job.probe.name) for job in plan.baseline_jobs} == pairs
     # The charts the workflow expects are exactly the ones drawn from the tables.
-    from mesaprobe.analysis.charts import chart_files, make_charts
-    from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.study.plan import probes
+    from mesaprobe.analysis.charts import make_charts
+    from mesaprobe.study.outputs import chart_outputs
     from tests.conftest import run_all_jobs
 
     results = tmp_path / "results"
     run_all_jobs(plan, results, resamples=10)
-    study = plan.study
-    views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in study.environments]
-    played = {env.label: [probe.label for probe in probes(study, env)] for env in study.environments}
-    written = make_charts(results / "tables", results / "charts")
-    assert sorted(path.name for path in written) == sorted(chart_files(views, played))
+    charts = chart_outputs(plan.study)
+    assert {chart.probe for chart in charts if chart.environment == "regression"} == {"projected"}
+    written = make_charts(results / "tables", results / "charts", charts)
+    assert sorted(path.name for path in written) == sorted(name for chart in charts for name in chart.files)
 
 
 def test_an_architecture_may_play_some_environments_only(tmp_path):

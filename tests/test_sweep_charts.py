@@ -8,14 +8,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mesaprobe.analysis.charts import (
-    SWEEP_END_FACTOR,
-    chart_files,
-    chart_stems,
-    transition_data,
-    window_data,
-)
-from mesaprobe.analysis.sweeps import PoolSweep, Sweeps, WindowSweep, study_sweeps, without_task_pool
+from mesaprobe.analysis.chart_builders import SWEEP_END_FACTOR, transition_data, window_data
 from mesaprobe.analysis.tables import SUMMARY_COLUMNS, read_table
 from mesaprobe.cli import main
 from mesaprobe.envs import ENVIRONMENTS
@@ -23,6 +16,8 @@ from mesaprobe.metrics import METRIC_FAMILIES
 from mesaprobe.probes.window import WindowProbe
 from mesaprobe.study import load_study, make_plan
 from mesaprobe.study.load import render_grid
+from mesaprobe.study.outputs import chart_outputs, summary_charts
+from mesaprobe.study.sweeps import PoolSweep, Sweeps, WindowSweep, study_sweeps, without_task_pool
 from tests.conftest import REPO, TINY_STUDY, run_all_jobs
 
 SWEEP_STUDY = """\
@@ -58,6 +53,11 @@ def write_study(directory: Path, text: str, name: str = "study.yaml") -> Path:
 def views_and_probes(study) -> tuple[list[tuple[str, str]], list[str]]:
     views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in study.environments]
     return views, [probe.label for probe in study.probes]
+
+
+def chart_files(views, probes, sweeps=None) -> list[str]:
+    """The files of the charts of the curve bands and summary of these environments, probes and sweeps."""
+    return [name for chart in summary_charts(views, probes, sweeps) for name in chart.files]
 
 
 def html_spec(path: Path) -> dict:
@@ -157,7 +157,7 @@ def test_no_sweep_no_sweep_charts(tmp_path: Path, grid: str) -> None:
 def test_every_chart_has_a_report_caption(tmp_path: Path) -> None:
     study = load_study(write_study(tmp_path, SWEEP_STUDY))
     views, probes = views_and_probes(study)
-    metrics = set(chart_stems(views, probes, study_sweeps(study)).values())
+    metrics = {chart.plots for chart in summary_charts(views, probes, study_sweeps(study))}
     metrics |= {metric for family in METRIC_FAMILIES.values() for metric in family.charts.values()}
     assert {"transition", "window"} <= metrics
     for metric in metrics | {"overview"}:
@@ -181,6 +181,7 @@ def test_chart_command_writes_exactly_the_predicted_files(sweep_results) -> None
     views, probes = views_and_probes(study)
     expected = chart_files(views, probes, study_sweeps(study))
     assert sorted(path.name for path in (results / "charts").iterdir()) == sorted(expected)
+    assert [name for chart in chart_outputs(study) for name in chart.files] == expected
     sweep_files = sorted(name for name in expected if name.startswith(("transition_", "window_")))
     assert sweep_files == sorted(
         f"{stem}.{suffix}"

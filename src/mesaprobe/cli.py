@@ -197,12 +197,10 @@ def run_command(arguments: argparse.Namespace) -> int:
         )
         print("\n".join(str(path) for path in written.values()))
     elif arguments.command == "chart":
-        from mesaprobe.analysis.charts import make_charts
-        from mesaprobe.analysis.inside_charts import inside_views, make_inside_charts
-        from mesaprobe.analysis.sweeps import study_sweeps
+        from mesaprobe.analysis.charts import make_charts  # altair: for the chart step only
+        from mesaprobe.study.outputs import chart_outputs
 
-        written = make_charts(results / "tables", results / "charts", study_sweeps(study))
-        written += make_inside_charts(results / "tables", results / "charts", inside_views(study))
+        written = make_charts(results / "tables", results / "charts", chart_outputs(study))
         print("\n".join(str(path) for path in written))
     return 0
 

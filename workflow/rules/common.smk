@@ -3,10 +3,10 @@
 import atexit
 import gc
 import sys
-from pathlib import Path
 
 from mesaprobe.errors import UserError
 from mesaprobe.study import load_study, make_plan, select
+from mesaprobe.study.outputs import chart_outputs as study_charts
 
 # Garbage collection for large studies; only when unreachable cycles are freed changes.
 # With the DAG of 10,000 runs (30,002 jobs) the process holds about two million
@@ -40,6 +40,7 @@ try:
         probes=config.get("probes"),
     )
     PLAN = make_plan(STUDY)
+    CHARTS = study_charts(STUDY)  # every chart of the study: chart_outputs() and chart_reports()
 except UserError as error:
     print(f"mesaprobe: error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -72,52 +73,27 @@ def table_inputs():
     return [f"{OUT}/{path}" for path in (*PLAN.table_inputs, *PLAN.inside_inputs)]
 
 
-def chart_views():
-    """(environment label, kind) per environment, the probes that play each, and the study's sweeps."""
-    from mesaprobe.analysis.sweeps import study_sweeps
-    from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.study.plan import probe_writes, probes
-
-    views = [(env.label, ENVIRONMENTS.get(env.family).kind) for env in STUDY.environments]
-    played = {
-        env.label: [probe.label for probe in probes(STUDY, env) if probe_writes(probe) == "curves"]
-        for env in STUDY.environments
-    }
-    return views, played, study_sweeps(STUDY)
-
-
-def inside_chart_stems():
-    """Charts of the inside probes (read-outs, fitted learners, in-weights learning): stem -> chart kind."""
-    from mesaprobe.analysis.inside_charts import inside_chart_stems as stems, inside_views
-
-    return stems(inside_views(STUDY))
-
-
 def chart_outputs():
-    """Every chart file; each environment's kind picks its metric family and file names."""
-    from mesaprobe.analysis.charts import CHART_FORMATS, chart_files
-
-    inside = [f"{stem}.{suffix}" for stem in inside_chart_stems() for suffix in CHART_FORMATS]
-    return [f"{OUT}/charts/{name}" for name in (*chart_files(*chart_views()), *inside)]
+    """Every chart file: what mesaprobe.study.outputs.chart_outputs names, which `mesaprobe chart` draws."""
+    return [f"{OUT}/charts/{name}" for chart in CHARTS for name in chart.files]
 
 
 def chart_reports():
-    """Every chart file, as a report entry with the caption of its plotted metric.
+    """Every chart file, the HTML one as a report entry with the caption of what it plots.
 
-    Captions are workflow/report/<metric>.rst, e.g. regret.rst or regret_bits.rst
-    (transition.rst and window.rst for the sweep charts).
+    Captions are workflow/report/<plotted>.rst, e.g. regret.rst or regret_bits.rst
+    (overview.rst, transition.rst and window.rst for the overview and sweep charts).
     """
-    from mesaprobe.analysis.charts import chart_stems
-
-    metric_of_stem = {**chart_stems(*chart_views()), **inside_chart_stems()}
     entries = []
-    for path in chart_outputs():
-        if path.endswith(".html"):
-            caption = f"../report/{metric_of_stem[Path(path).stem]}.rst"
-            labels = {"chart": Path(path).stem}
-            entries.append(report(path, caption=caption, category="Charts", labels=labels))
-        else:
-            entries.append(path)
+    for chart in CHARTS:
+        for name in chart.files:
+            path = f"{OUT}/charts/{name}"
+            if name.endswith(".html"):
+                caption = f"../report/{chart.plots}.rst"
+                labels = {"chart": chart.stem}
+                entries.append(report(path, caption=caption, category="Charts", labels=labels))
+            else:
+                entries.append(path)
     return entries
 
 

@@ -19,64 +19,37 @@ probe) that plays it, named ``<chart>_<environment>_<probe>``:
   in-context regret, bars with intervals.
 
 Every value is the mean over seeds with the two-level (seeds x episode replicates)
-bootstrap interval of the summary.
+bootstrap interval of the summary.  Each kind is an entry of :data:`INSIDE_CHARTS` that
+carries its draw function and title, so adding an inside chart is one function here plus
+one ``register`` line (and its name in the probe kind's ``charts``); the study names its
+files (:func:`mesaprobe.study.outputs.chart_outputs`) and
+:func:`mesaprobe.analysis.charts.make_charts` draws them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass
 
 import altair as alt
 import polars as pl
 
-from mesaprobe.analysis.charts import (
-    _WIDTH,
-    _agent_color,
-    _count_text,
-    _interval_tooltips,
-    _study_agents,
-    save_chart,
-    slugify,
-)
-from mesaprobe.analysis.inside import INSIDE_SUMMARY_COLUMNS
-from mesaprobe.analysis.tables import TABLE_FILES, read_table
-from mesaprobe.artifacts import read_json
-from mesaprobe.errors import ArtifactError
-
-#: One (environment label, probe label, chart kinds) per inside probe that plays an environment.
-InsideView = tuple[str, str, tuple[str, ...]]
+from mesaprobe.analysis.chart_style import WIDTH, agent_color, count_text, interval_tooltips, study_agents
+from mesaprobe.registry import Registry
 
 
-def inside_views(study) -> list[InsideView]:
-    """The inside probes of a study, per environment they play, with the chart kinds each draws."""
-    from mesaprobe.probes import PROBES
-    from mesaprobe.study.plan import probe_writes, probes
+@dataclass  # not frozen: the registry sets its registered_name
+class InsideChart:
+    """One kind of inside chart: how it is drawn and the start of its title."""
 
-    return [
-        (environment.label, probe.label, tuple(getattr(PROBES.get(probe.family), "charts", ())))
-        for environment in study.environments
-        for probe in probes(study, environment)
-        if probe_writes(probe) == "inside"
-    ]
+    draw: Callable[[pl.DataFrame, float, str], alt.TopLevelMixin]
+    """``draw(rows, confidence, title)``: the chart of one (environment, probe)'s inside rows."""
+    title: str
+    """Title prefix, followed by environment and probe."""
 
 
-def inside_chart_stem(chart: str, environment: str, probe: str) -> str:
-    """File name (without suffix) of one inside chart.
-
-    >>> inside_chart_stem("readout_r2", "bandit2", "readout")
-    'readout_r2_bandit2_readout'
-    """
-    return "_".join([chart, slugify(environment), slugify(probe)])
-
-
-def inside_chart_stems(views: list[InsideView]) -> dict[str, str]:
-    """Every inside chart: stem -> chart kind (which names its report caption)."""
-    return {
-        inside_chart_stem(chart, environment, probe): chart
-        for environment, probe, charts in views
-        for chart in charts
-    }
+#: Inside chart kinds by name; an inside probe kind names its charts (its ``charts``) from these.
+INSIDE_CHARTS: Registry[InsideChart] = Registry("inside chart")
 
 
 def _interval_text(confidence: float) -> str:
@@ -84,13 +57,13 @@ def _interval_text(confidence: float) -> str:
 
 
 def _tooltips(confidence: float) -> list[alt.Tooltip]:
-    return [*_interval_tooltips(confidence), alt.Tooltip("seeds:Q")]
+    return [*interval_tooltips(confidence), alt.Tooltip("seeds:Q")]
 
 
 def _subtitle(rows: pl.DataFrame, confidence: float) -> str:
     replicates = rows["replicates"].unique().to_list()
     return (
-        f"mean over {_count_text(rows['seeds'].unique().to_list())} seeds; bands/bars: {_interval_text(confidence)} "
+        f"mean over {count_text(rows['seeds'].unique().to_list())} seeds; bands/bars: {_interval_text(confidence)} "
         f"(two-level bootstrap over seeds and {max(replicates)} episode resamples per seed)"
     )
 
@@ -105,7 +78,7 @@ def readout_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.TopL
     )
     models = [
         name
-        for agent in _study_agents(data)
+        for agent in study_agents(data)
         for name in (agent, f"{agent} (untrained)")
         if name in set(data["model"])
     ]
@@ -172,7 +145,7 @@ def learning_rate_chart(rows: pl.DataFrame, confidence: float, title: str) -> al
         .agg(pl.col("mean").first())
         .sort("index")
     )
-    agents = _study_agents(fitted)
+    agents = study_agents(fitted)
     y_scale = alt.Scale(type="log", domain=[1e-3, 1], clamp=True)
     base = alt.Chart(fitted.to_pandas()).encode(
         x=alt.X(
@@ -180,7 +153,7 @@ def learning_rate_chart(rows: pl.DataFrame, confidence: float, title: str) -> al
             title="pulls n of the arm (counting the pull learned from)",
             scale=alt.Scale(type="log"),
         ),
-        color=_agent_color(agents, legend=True),
+        color=agent_color(agents, legend=True),
     )
     band = base.mark_area(opacity=0.2).encode(y=alt.Y("ci_low:Q", scale=y_scale), y2="ci_high:Q")
     line = base.mark_line().encode(
@@ -204,16 +177,16 @@ def learning_rate_chart(rows: pl.DataFrame, confidence: float, title: str) -> al
             f"left out, rate not determined by the choices (interval wider than x10): {', '.join(undetermined)}"
         )
     return alt.layer(*layers).properties(
-        width=_WIDTH, height=360, title=alt.TitleParams(title, subtitle=notes)
+        width=WIDTH, height=360, title=alt.TitleParams(title, subtitle=notes)
     )
 
 
 def _bars(rows: pl.DataFrame, confidence: float, title: str, x_title: str, group: str, group_title: str):
     """Bars of ``mean`` per agent, grouped by ``group``, with interval whiskers."""
-    agents = _study_agents(rows)
+    agents = study_agents(rows)
     base = alt.Chart(rows.to_pandas()).encode(
         y=alt.Y("agent:N", title=None, sort=agents),
-        color=_agent_color(agents, legend=False),
+        color=agent_color(agents, legend=False),
     )
     bars = base.mark_bar().encode(
         x=alt.X("mean:Q", title=x_title),
@@ -222,7 +195,7 @@ def _bars(rows: pl.DataFrame, confidence: float, title: str, x_title: str, group
     whiskers = base.mark_rule(color="black").encode(x="ci_low:Q", x2="ci_high:Q")
     return (
         (bars + whiskers)
-        .properties(width=_WIDTH // 2, height=alt.Step(18))
+        .properties(width=WIDTH // 2, height=alt.Step(18))
         .facet(row=alt.Row(f"{group}:N", title=group_title))
         .resolve_scale(y="independent")
         .properties(title=alt.TitleParams(title, subtitle=_subtitle(rows, confidence)))
@@ -250,9 +223,9 @@ def sgd_regret_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.T
     """
     curves = rows.filter(pl.col("quantity") == "sgd_regret")
     targets = rows.filter(pl.col("quantity") == "in_context_regret")
-    agents = _study_agents(rows)
-    color = _agent_color(agents, legend=True)
-    fresh = curves.filter((pl.col("target") == "fresh_init") & (pl.col("agent") == _study_agents(curves)[0]))
+    agents = study_agents(rows)
+    color = agent_color(agents, legend=True)
+    fresh = curves.filter((pl.col("target") == "fresh_init") & (pl.col("agent") == study_agents(curves)[0]))
     own = curves.filter(pl.col("target") == "own_init")
     x = alt.X("index:Q", title="SGD steps on the task (one pull each)")
     y = alt.Y("mean:Q", title="expected regret per step")
@@ -282,7 +255,7 @@ def sgd_regret_chart(rows: pl.DataFrame, confidence: float, title: str) -> alt.T
         "horizontal rules: each agent's in-context regret on the same tasks",
     ]
     return alt.layer(*layers).properties(
-        width=_WIDTH, height=360, title=alt.TitleParams(title, subtitle=notes)
+        width=WIDTH, height=360, title=alt.TitleParams(title, subtitle=notes)
     )
 
 
@@ -298,35 +271,14 @@ def steps_to_match_chart(rows: pl.DataFrame, confidence: float, title: str) -> a
     )
 
 
-#: Chart kind -> (what it draws, title prefix).
-INSIDE_CHARTS: dict[str, tuple[Callable[[pl.DataFrame, float, str], alt.TopLevelMixin], str]] = {
-    "readout_r2": (readout_chart, "Read-out R^2 of posterior statistics"),
-    "learning_rate": (learning_rate_chart, "Fitted learning rate per pull"),
-    "choice_surprisal_bits": (choice_surprisal_chart, "Choices under fitted learning models"),
-    "sgd_regret": (sgd_regret_chart, "In-weights SGD on each task vs in-context learning"),
-    "sgd_steps_to_match": (steps_to_match_chart, "SGD steps to match in-context learning"),
-}
-
-
-def make_inside_charts(tables_dir: str | Path, charts_dir: str | Path, views: list[InsideView]) -> list[Path]:
-    """Draw every inside chart of ``views`` from ``inside.parquet``; return the files written.
-
-    Raises :class:`ArtifactError` when the table is missing or has no rows for a view.
-    """
-    if not views:
-        return []
-    tables_dir = Path(tables_dir)
-    summary = read_table(tables_dir / TABLE_FILES["inside"], INSIDE_SUMMARY_COLUMNS)
-    confidence = read_json(tables_dir / TABLE_FILES["provenance"]).get("confidence", 0.95)
-    written = []
-    for environment, probe, charts in views:
-        rows = summary.filter((pl.col("environment") == environment) & (pl.col("probe") == probe))
-        for chart in charts:
-            if chart not in INSIDE_CHARTS:
-                raise ValueError(f"unknown inside chart {chart!r}; known: {', '.join(INSIDE_CHARTS)}")
-            draw, prefix = INSIDE_CHARTS[chart]
-            if rows.height == 0:
-                raise ArtifactError(tables_dir / TABLE_FILES["inside"], f"no rows for {environment}/{probe}")
-            drawn = draw(rows, confidence, f"{prefix}: {environment}, {probe}")
-            written += save_chart(drawn, charts_dir, inside_chart_stem(chart, environment, probe))
-    return written
+INSIDE_CHARTS.register("readout_r2")(InsideChart(readout_chart, "Read-out R^2 of posterior statistics"))
+INSIDE_CHARTS.register("learning_rate")(InsideChart(learning_rate_chart, "Fitted learning rate per pull"))
+INSIDE_CHARTS.register("choice_surprisal_bits")(
+    InsideChart(choice_surprisal_chart, "Choices under fitted learning models")
+)
+INSIDE_CHARTS.register("sgd_regret")(
+    InsideChart(sgd_regret_chart, "In-weights SGD on each task vs in-context learning")
+)
+INSIDE_CHARTS.register("sgd_steps_to_match")(
+    InsideChart(steps_to_match_chart, "SGD steps to match in-context learning")
+)

@@ -3,10 +3,10 @@
 Charts are drawn from tables; which environments form a task-pool sweep and which
 probes are windows of one window probe is read here from the study itself (its
 environments' ``task_pool`` and its window probes' ``windows``), not parsed back out of
-table labels.  :func:`study_sweeps` describes both; :mod:`mesaprobe.analysis.charts`
-draws a *transition chart* per :class:`PoolSweep` and a *window chart* per
-environment that a :class:`WindowSweep` serves.  Without a study (tables only) there
-are no sweeps, so no sweep charts.
+table labels.  :func:`study_sweeps` describes both; the study's charts
+(:func:`mesaprobe.study.outputs.chart_outputs`) hold a *transition chart* per
+:class:`PoolSweep` and a *window chart* per environment that a :class:`WindowSweep`
+serves.  Without a study (tables only) there are no sweeps, so no sweep charts.
 
 * A task-pool sweep is one environment of the study whose grid varies ``task_pool``
   (``grid: {environments.bandit2.task_pool: [1, 4, 16, null]}``) and nothing else,
@@ -24,7 +24,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from mesaprobe.study.load import Grid, render_grid
+from mesaprobe.envs import ENVIRONMENTS
+from mesaprobe.probes import PROBES
+from mesaprobe.probes.adaptation import AdaptationConfig, AdaptationProbe
+from mesaprobe.probes.window import WindowProbe
+from mesaprobe.study.load import Grid, Study, render_grid
 
 #: Adaptation settings that do not change what a probe measures, only how precisely or how fast.
 _PRECISION_SETTINGS = ("episodes", "batch")
@@ -81,8 +85,6 @@ def _label(name: str, variant: str) -> str:
 
 def _measured_settings(config) -> dict:
     """The adaptation settings of ``config`` that change what is measured."""
-    from mesaprobe.probes.adaptation import AdaptationConfig
-
     return {
         field.name: getattr(config, field.name)
         for field in dataclasses.fields(AdaptationConfig)
@@ -90,12 +92,8 @@ def _measured_settings(config) -> dict:
     }
 
 
-def window_sweeps(study) -> tuple[WindowSweep, ...]:
+def window_sweeps(study: Study) -> tuple[WindowSweep, ...]:
     """The window sweeps of a study, in the order of its probes."""
-    from mesaprobe.probes import PROBES
-    from mesaprobe.probes.adaptation import AdaptationProbe
-    from mesaprobe.probes.window import WindowProbe
-
     windows: dict[str, list[tuple[int, object]]] = {}
     adaptation = []
     for probe in study.probes:
@@ -124,14 +122,11 @@ def window_sweeps(study) -> tuple[WindowSweep, ...]:
     return tuple(sweeps)
 
 
-def pool_sweeps(study, windows: tuple[WindowSweep, ...] = ()) -> tuple[PoolSweep, ...]:
+def pool_sweeps(study: Study, windows: tuple[WindowSweep, ...] = ()) -> tuple[PoolSweep, ...]:
     """The task-pool sweeps of a study, in the order of its environments.
 
     ``windows`` (the study's window sweeps) are left out of the probes drawn.
     """
-    from mesaprobe.envs import ENVIRONMENTS
-    from mesaprobe.probes import PROBES
-
     window_probes = {label for sweep in windows for _, label in sweep.windows}
     groups: dict[str, list] = {}
     for environment in study.environments:
@@ -146,7 +141,7 @@ def pool_sweeps(study, windows: tuple[WindowSweep, ...] = ()) -> tuple[PoolSweep
         probes = tuple(
             probe.label
             for probe in study.probes
-            if probe.label not in window_probes and kind in getattr(PROBES.get(probe.family), "serves", ())
+            if probe.label not in window_probes and kind in PROBES.get(probe.family).serves
         )
         if not probes:
             continue
@@ -162,7 +157,7 @@ def pool_sweeps(study, windows: tuple[WindowSweep, ...] = ()) -> tuple[PoolSweep
     return tuple(sweeps)
 
 
-def study_sweeps(study) -> Sweeps:
+def study_sweeps(study: Study) -> Sweeps:
     """Every task-pool and window sweep of a (validated, grid-expanded) study."""
     windows = window_sweeps(study)
     return Sweeps(pools=pool_sweeps(study, windows), windows=windows)

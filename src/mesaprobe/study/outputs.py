@@ -1,0 +1,257 @@
+"""Every chart of a study, named once: :func:`chart_outputs` gives each chart and its files.
+
+The workflow asks it which chart files the ``chart`` rule promises
+(``workflow/rules/common.smk``), and ``mesaprobe chart`` asks it which charts to draw
+(:func:`mesaprobe.analysis.charts.make_charts`), so the two cannot disagree.  A chart is
+known from the study alone: each environment's kind picks its metric family
+(:data:`mesaprobe.metrics.METRIC_FAMILIES`), the plan says which probes play it and what
+they write (:func:`mesaprobe.study.plan.probes`, :func:`mesaprobe.study.plan.probe_writes`),
+and :func:`mesaprobe.study.sweeps.study_sweeps` finds its task-pool and window sweeps.
+
+File names (without suffix; every chart is written as each of :data:`CHART_FORMATS`),
+environment and probe labels made safe for file names by :func:`slugify`:
+
+* ``<metric>_<environment>_<probe>``: one chart of each kind the metric family of an
+  environment declares (:attr:`mesaprobe.metrics.MetricFamily.charts`) per probe writing
+  curves that plays it, named by the plotted metric, e.g. ``total_reward_bandit2_adaptation``
+  or ``regret_bits_markov_prediction`` (:func:`chart_stem`);
+* ``overview_<kind>_<probe>``: every episode metric of a per-episode family (the
+  commitment game) across all its environments, per probe (:func:`overview_stem`);
+* ``transition_<total>_<environment>``: the family total against the task-pool size M of
+  a task-pool sweep (:func:`transition_stem`);
+* ``window_<total>_<environment>``: the family total against the memory window w, per
+  environment a window sweep serves (:func:`window_stem`);
+* ``<chart>_<environment>_<probe>``: each chart an inside probe kind declares (its
+  ``charts``), per environment it plays (:func:`inside_chart_stem`).
+
+Agents of every grid variant share the charts of their environment (their names carry
+the variant, e.g. ``gru[lr=0.001]``), so baselines always appear next to every trained model.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from mesaprobe.envs import ENVIRONMENTS
+from mesaprobe.errors import UserError
+from mesaprobe.metrics import METRIC_FAMILIES, MetricFamily
+from mesaprobe.probes import PROBES
+from mesaprobe.study.load import Study
+from mesaprobe.study.plan import probe_writes, probes
+from mesaprobe.study.sweeps import PoolSweep, Sweeps, WindowSweep, study_sweeps
+
+#: File formats written for every chart: self-contained HTML and a static SVG.
+CHART_FORMATS = ("html", "svg")
+
+#: One (environment label, probe label, chart kinds) per inside probe that plays an environment.
+InsideView = tuple[str, str, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One chart of a study: what it draws, from which rows, and the files it is written to."""
+
+    stem: str
+    """File name without suffix, e.g. ``regret_bandit2_adaptation``."""
+    plots: str
+    """What it plots, which names its report caption ``workflow/report/<plots>.rst``: the
+    metric (``regret_bits``, ``total_reward``), ``overview``, ``transition``, ``window``, or
+    the inside chart kind (``readout_r2``)."""
+    chart: str
+    """Its kind: a key of the metric family's charts (``regret``, ``cumulative_regret``,
+    ``total``, ``success``, ...), ``overview``, ``transition``, ``window``, or an inside
+    chart kind (``readout_r2``)."""
+    kind: str
+    """The kind of its environments, which picks the metric family."""
+    environment: str | None = None
+    """The environment label; for a transition chart the sweep's label without the pool size;
+    None for an overview (every environment of the kind)."""
+    probe: str | None = None
+    """The probe label; None for a sweep chart (it draws the probes of its sweep)."""
+    sweep: PoolSweep | tuple[WindowSweep, ...] | None = None
+    """The task-pool sweep of a transition chart; the window sweeps of a window chart."""
+    inside: bool = False
+    """Drawn from the inside summary (``inside.parquet``), else from the curve bands and summary."""
+
+    @property
+    def family(self) -> MetricFamily:
+        """The metric family of its environments."""
+        return METRIC_FAMILIES[self.kind]
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Its file names, one per :data:`CHART_FORMATS`."""
+        return tuple(f"{self.stem}.{file_format}" for file_format in CHART_FORMATS)
+
+
+def slugify(text: str) -> str:
+    """``text`` reduced to letters, digits, ``.``, ``_`` and ``-`` (other runs become ``-``).
+
+    >>> slugify("training.lr=0.001")
+    'training.lr-0.001'
+    """
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.")
+    return slug or "unnamed"
+
+
+def chart_metric(chart: str, family: MetricFamily) -> str:
+    """The metric a chart kind plots for one metric family, e.g. ``regret_bits``."""
+    if chart not in family.charts:
+        raise ValueError(f"unknown chart {chart!r}; expected one of: {', '.join(family.charts)}")
+    return family.charts[chart]
+
+
+def chart_stem(chart: str, environment: str, probe: str, kind: str) -> str:
+    """File name (without suffix) of one chart of an environment of this kind.
+
+    >>> chart_stem("regret", "bandit2", "adaptation", "bandit")
+    'regret_bandit2_adaptation'
+    >>> chart_stem("total", "markov", "prediction", "prediction")
+    'total_logloss_bits_markov_prediction'
+    """
+    if kind not in METRIC_FAMILIES:
+        raise ValueError(f"unknown environment kind {kind!r}; expected one of: {', '.join(METRIC_FAMILIES)}")
+    return "_".join([chart_metric(chart, METRIC_FAMILIES[kind]), slugify(environment), slugify(probe)])
+
+
+def overview_stem(family: MetricFamily, probe: str) -> str:
+    """File name (without suffix) of a per-episode family's overview of one probe."""
+    return "_".join(["overview", family.kind, slugify(probe)])
+
+
+def transition_stem(family: MetricFamily, environment: str) -> str:
+    """File name (without suffix) of the transition chart of a task-pool sweep.
+
+    >>> from mesaprobe.metrics import BANDIT_METRICS
+    >>> transition_stem(BANDIT_METRICS, "bandit2")
+    'transition_total_reward_bandit2'
+    """
+    return "_".join(["transition", family.total, slugify(environment)])
+
+
+def window_stem(family: MetricFamily, environment: str) -> str:
+    """File name (without suffix) of the window chart of one environment.
+
+    >>> from mesaprobe.metrics import PREDICTION_METRICS
+    >>> window_stem(PREDICTION_METRICS, "markov")
+    'window_total_logloss_bits_markov'
+    """
+    return "_".join(["window", family.total, slugify(environment)])
+
+
+def inside_chart_stem(chart: str, environment: str, probe: str) -> str:
+    """File name (without suffix) of one inside chart.
+
+    >>> inside_chart_stem("readout_r2", "bandit2", "readout")
+    'readout_r2_bandit2_readout'
+    """
+    return "_".join([chart, slugify(environment), slugify(probe)])
+
+
+def summary_charts(
+    views: list[tuple[str, str]], probes: list[str] | dict[str, list[str]], sweeps: Sweeps | None = None
+) -> list[Chart]:
+    """The charts of the curve bands and summary of these environments, probes and sweeps.
+
+    ``views`` lists each environment as (label, kind), the kind selecting its metric family.
+    ``probes`` lists the labels of the probes writing curves, or maps each environment label
+    to those that play it (a study's plan leaves out probes that do not serve or apply to an
+    environment).  ``sweeps`` (:func:`mesaprobe.study.sweeps.study_sweeps`) adds a transition
+    chart per task-pool sweep and a window chart per environment a window sweep serves.
+    """
+    probes_of = probes if isinstance(probes, dict) else {environment: probes for environment, _ in views}
+    charts = []
+    for environment, kind in views:
+        family = METRIC_FAMILIES[kind]
+        for probe in probes_of.get(environment, []):
+            charts += [
+                Chart(chart_stem(chart, environment, probe, kind), metric, chart, kind, environment, probe)
+                for chart, metric in family.charts.items()
+            ]
+    for kind in dict.fromkeys(kind for _, kind in views):
+        family = METRIC_FAMILIES[kind]
+        if family.per_episode:
+            played = [probes_of.get(environment, []) for environment, k in views if k == kind]
+            for probe in dict.fromkeys(probe for labels in played for probe in labels):
+                charts.append(Chart(overview_stem(family, probe), "overview", "overview", kind, probe=probe))
+    sweeps = sweeps or Sweeps()
+    for sweep in sweeps.pools:
+        stem = transition_stem(METRIC_FAMILIES[sweep.kind], sweep.environment)
+        charts.append(Chart(stem, "transition", "transition", sweep.kind, sweep.environment, sweep=sweep))
+    for environment, kind in views:
+        if served := sweeps.window_sweeps_of(kind):
+            stem = window_stem(METRIC_FAMILIES[kind], environment)
+            charts.append(Chart(stem, "window", "window", kind, environment, sweep=served))
+    return _named_once(charts)
+
+
+def inside_views(study: Study) -> list[InsideView]:
+    """The inside probes of a study, per environment they play, with the chart kinds each draws."""
+    return [
+        (environment.label, probe.label, PROBES.get(probe.family).charts)
+        for environment in study.environments
+        for probe in probes(study, environment)
+        if probe_writes(probe) == "inside"
+    ]
+
+
+def inside_charts(study: Study) -> list[Chart]:
+    """The charts of the inside probes of a study (read-outs, fitted learners, in-weights learning)."""
+    kinds = {
+        environment.label: ENVIRONMENTS.get(environment.family).kind for environment in study.environments
+    }
+    return _named_once(
+        [
+            Chart(
+                inside_chart_stem(chart, environment, probe),
+                chart,
+                chart,
+                kinds[environment],
+                environment,
+                probe,
+                inside=True,
+            )
+            for environment, probe, charts in inside_views(study)
+            for chart in charts
+        ]
+    )
+
+
+def chart_outputs(study: Study) -> list[Chart]:
+    """Every chart of a (validated, grid-expanded, possibly selected) study, in the order drawn.
+
+    Raises :class:`~mesaprobe.errors.UserError` when two charts would get the same file name
+    (labels that differ only in characters :func:`slugify` replaces).
+    """
+    views = [
+        (environment.label, ENVIRONMENTS.get(environment.family).kind) for environment in study.environments
+    ]
+    played = {
+        environment.label: [
+            probe.label for probe in probes(study, environment) if probe_writes(probe) == "curves"
+        ]
+        for environment in study.environments
+    }
+    return _named_once([*summary_charts(views, played, study_sweeps(study)), *inside_charts(study)])
+
+
+def _named_once(charts: list[Chart]) -> list[Chart]:
+    """``charts``, unless two of them have one file name."""
+    seen: dict[str, Chart] = {}
+    for chart in charts:
+        other = seen.setdefault(chart.stem, chart)
+        if other is not chart:
+            raise UserError(
+                f"the charts of {_what(other)} and {_what(chart)} would both be named {chart.stem!r}; "
+                "rename one of them"
+            )
+    return charts
+
+
+def _what(chart: Chart) -> str:
+    return " ".join(
+        f"{name} {value!r}"
+        for name, value in (("environment", chart.environment), ("probe", chart.probe))
+        if value
+    ) or repr(chart.stem)
