@@ -227,7 +227,7 @@ def test_a_commitment_study_runs_every_job(tmp_path) -> None:
     written = run_all_jobs(plan, results, resamples=50)
     transformer = next(run for run in plan.runs if run.id.startswith("private-transformer"))
     frozen = load_frozen(results / transformer.directory / jobs.FROZEN_MANIFEST)
-    assert frozen.manifest["private_size"] == 2 and frozen.model.private_size == 2
+    assert frozen.manifest.private_size == 2 and frozen.model.private_size == 2
     summary = pl.read_parquet(written["summary"])
     assert set(summary["metric"]) == {"success", "game_reward", "z_surprisal_bits"}
     optimal = summary.filter((pl.col("agent") == "commit_optimal") & (pl.col("metric") == "success"))

@@ -15,6 +15,7 @@ import torch
 
 from mesaprobe import jobs
 from mesaprobe.errors import UserError
+from mesaprobe.manifests import TrainingManifest
 from mesaprobe.seeding import SeedGenerators, make_generator, uniform
 from mesaprobe.settings import SpecError
 from mesaprobe.study import load_study, make_plan
@@ -109,8 +110,9 @@ def test_seeds_trained_together_match_seeds_trained_alone(tmp_path, plan, enviro
             assert mine.keys() == theirs.keys()
             for key, value in theirs.items():
                 assert mine[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
-        manifest = (tmp_path / "together" / run.directory / jobs.TRAIN_MANIFEST).read_text()
-        assert '"seeds_in_job": 3' in manifest
+        manifest = TrainingManifest.read(tmp_path / "together" / run.directory / jobs.TRAIN_MANIFEST)
+        assert manifest.seeds_in_job == 3
+        assert manifest.job_env_steps_per_second == pytest.approx(3 * manifest.env_steps_per_second)
     # The seeds are different models, not copies.
     first, second = (torch.load(path, weights_only=True)["model"] for path in together[:2])
     assert not all(torch.equal(first[name], second[name]) for name in first)

@@ -15,13 +15,21 @@ import polars as pl
 import torch
 
 from mesaprobe.agents import ModelAgent, ModelPredictor, ModelRegressor
-from mesaprobe.artifacts import provenance, write_json
+from mesaprobe.artifacts import write_json
 from mesaprobe.device import resolve_device
 from mesaprobe.envs import ENVIRONMENTS, Environment
 from mesaprobe.envs.base import ACTING_KINDS
 from mesaprobe.envs.task_pool import TaskPool
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.frozen import freeze, load_frozen
+from mesaprobe.manifests import (
+    FrozenManifest,
+    HistoryEntry,
+    Provenance,
+    ResolvedSettings,
+    TrainingManifest,
+    TrainingSummary,
+)
 from mesaprobe.models import build_model
 from mesaprobe.probes import PROBES
 from mesaprobe.seeding import SeedGenerators, derive_seed, make_generator
@@ -183,28 +191,25 @@ def train_seeds_job(plan: Plan, run_ids: list[str], results: Path, progress: boo
     members = save_checkpoints(state, checkpoints, identities)
     speed = state.env_steps / max(state.wall_seconds, 1e-9)  # of each run
     for run, directory, member in zip(runs, directories, members, strict=True):
-        write_json(
-            directory / TRAIN_MANIFEST,
-            {
-                "run": run.id,
-                "study": plan.study.name,
-                "spec_hash": plan.study.spec_hash,
-                "seed": run.seed,
-                "updates": state.update,
-                "env_steps": state.env_steps,
-                "wall_seconds": state.wall_seconds,
-                "env_steps_per_second": speed,
-                # For prediction environments an env step is one token.
-                "tokens_per_second": speed if environments[0].kind == "prediction" else None,
-                # Several seeds per job: the job's throughput is theirs together.
-                "seeds_in_job": len(runs),
-                "job_env_steps_per_second": speed * len(runs),
-                "session_seconds": session_seconds,
-                "final_metrics": mean_of_last(member["history"]),
-                "history": member["history"],
-                **provenance(str(device)),
-            },
-        )
+        TrainingManifest(
+            run=run.id,
+            study=plan.study.name,
+            spec_hash=plan.study.spec_hash,
+            seed=run.seed,
+            updates=state.update,
+            env_steps=state.env_steps,
+            wall_seconds=state.wall_seconds,
+            env_steps_per_second=speed,
+            # For prediction environments an env step is one token.
+            tokens_per_second=speed if environments[0].kind == "prediction" else None,
+            # Several seeds per job: the job's throughput is theirs together.
+            seeds_in_job=len(runs),
+            job_env_steps_per_second=speed * len(runs),
+            session_seconds=session_seconds,
+            final_metrics=mean_of_last(member["history"]),
+            history=tuple(HistoryEntry.of(entry) for entry in member["history"]),
+            provenance=Provenance.current(str(device)),
+        ).write(directory / TRAIN_MANIFEST)
     for partial in partials:
         partial.unlink(missing_ok=True)
     return checkpoints
@@ -236,28 +241,27 @@ def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:
     model = new_model(run, environment)
     checkpoint = load_checkpoint(directory / CHECKPOINT, identity(plan, run))
     model.load_state_dict(checkpoint["model"])
-    history = checkpoint["history"]
-    manifest = {
-        "run": run.id,
-        "study": plan.study.name,
-        "spec_hash": plan.study.spec_hash,
-        "seed": run.seed,
-        "agent": run.agent,
-        "environment": run.environment.label,
-        "variant": run.variant,
-        "resolved": run.resolved,
-        "input_size": environment.observation_size,
-        "output_size": output_size(environment),
-        "private_size": environment.private_size,
-        "training": {
-            "updates": checkpoint["update"],
-            "env_steps": checkpoint["env_steps"],
-            "wall_seconds": checkpoint["wall_seconds"],
-            "final_metrics": mean_of_last(history),
-        },
-        **provenance("cpu"),
-    }
-    freeze(model, directory / FROZEN_WEIGHTS, directory / FROZEN_MANIFEST, manifest)
+    FrozenManifest(
+        run=run.id,
+        study=plan.study.name,
+        spec_hash=plan.study.spec_hash,
+        seed=run.seed,
+        agent=run.agent,
+        environment=run.environment.label,
+        variant=run.variant,
+        resolved=ResolvedSettings(**run.resolved),
+        input_size=environment.observation_size,
+        output_size=output_size(environment),
+        private_size=environment.private_size,
+        training=TrainingSummary(
+            updates=checkpoint["update"],
+            env_steps=checkpoint["env_steps"],
+            wall_seconds=checkpoint["wall_seconds"],
+            final_metrics=mean_of_last(checkpoint["history"]),
+        ),
+        weights=freeze(model, directory / FROZEN_WEIGHTS, run.id),
+        provenance=Provenance.current("cpu"),
+    ).write(directory / FROZEN_MANIFEST)
     return directory / FROZEN_MANIFEST
 
 
@@ -312,10 +316,8 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
     run = job.run
     device = resolve_device(device_name)
     frozen = load_frozen(results / run.directory / FROZEN_MANIFEST, device)
-    if frozen.manifest["run"] != run.id:
-        raise ArtifactError(
-            frozen.manifest_path, f"belongs to run {frozen.manifest['run']!r}, not {run.id!r}"
-        )
+    if frozen.manifest.run != run.id:
+        raise ArtifactError(frozen.manifest_path, f"belongs to run {frozen.manifest.run!r}, not {run.id!r}")
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
     environment = probed_environment(probe_kind, run.environment, run.seed)
     if environment.kind in ACTING_KINDS:
