@@ -124,6 +124,7 @@ def run_command(arguments: argparse.Namespace) -> int:
         data = reference(arguments.axis, arguments.name)
         print(json.dumps(data, indent=2) if arguments.json else render(data))
         return 0
+    # Imported here, not at the top: `mesaprobe --help` and argument errors answer without torch.
     from mesaprobe.study import load_study, make_plan, results_directory, select
 
     study = select(
@@ -162,6 +163,7 @@ def run_command(arguments: argparse.Namespace) -> int:
                 print(f"skip  {skip}")
         return 0
 
+    # The steps' modules load torch, polars and every registry: only for a step that runs.
     from mesaprobe import jobs
     from mesaprobe.device import set_threads
 

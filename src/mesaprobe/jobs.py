@@ -14,14 +14,14 @@ from typing import Any
 import polars as pl
 import torch
 
-from mesaprobe.agents import ModelAgent, ModelPredictor, ModelRegressor
 from mesaprobe.artifacts import write_json
+from mesaprobe.baselines import BASELINES
 from mesaprobe.device import resolve_device
 from mesaprobe.envs import ENVIRONMENTS, Environment
-from mesaprobe.envs.base import ACTING_KINDS
 from mesaprobe.envs.task_pool import TaskPool
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.frozen import freeze, load_frozen
+from mesaprobe.kinds import kind_of
 from mesaprobe.manifests import (
     FrozenManifest,
     HistoryEntry,
@@ -31,11 +31,14 @@ from mesaprobe.manifests import (
     TrainingSummary,
 )
 from mesaprobe.models import build_model
-from mesaprobe.probes import PROBES
+from mesaprobe.models.stacked import stack_models
+from mesaprobe.probes import PROBES, Probe
 from mesaprobe.seeding import SeedGenerators, derive_seed, make_generator
 from mesaprobe.study import Component, Plan, Run, settings_hash
 from mesaprobe.study.plan import ProbeJob
-from mesaprobe.train.loop import TrainingState, load_checkpoint, mean_of_last, save_checkpoints, train
+from mesaprobe.train.loop import load_checkpoint, mean_of_last, save_checkpoints, train
+from mesaprobe.train.stacked import SeedEnvironments
+from mesaprobe.train.state import TrainingState
 
 CHECKPOINT = "checkpoint.pt"
 PARTIAL = "partial.pt"
@@ -57,23 +60,18 @@ def make_environment(component: Component, seed: int | None = None) -> Environme
     return TaskPool(environment, component.task_pool, key=(component.id, seed))
 
 
-def plays_pool(probe_kind) -> bool:
-    """Whether a probe asks for the run's training pool (``tasks: pool``) rather than fresh tasks."""
-    return getattr(probe_kind.config, "tasks", "fresh") == "pool"
-
-
-def probed_environment(probe_kind, environment: Component, seed: int) -> Environment:
+def probed_environment(probe_kind: Probe, environment: Component, seed: int) -> Environment:
     """The environment a probe plays at ``seed``: fresh tasks from the prior, or the
     run's training pool when the probe asks for ``tasks: pool`` (architectures and
     baselines alike, so both face the same tasks)."""
-    return probe_kind.environment(make_environment(environment, seed if plays_pool(probe_kind) else None))
+    return probe_kind.environment(make_environment(environment, seed if probe_kind.plays_pool else None))
 
 
-def heldout_environment_id(probe_kind, environment: Component) -> str:
+def heldout_environment_id(probe_kind: Probe, environment: Component) -> str:
     """The environment's name for held-out task streams: pool tasks are named by the
     environment (and so its pool), fresh tasks by the prior alone, so every pool size of
     a task-diversity sweep is probed on the same fresh tasks."""
-    return environment.id if plays_pool(probe_kind) else environment.prior_id
+    return environment.id if probe_kind.plays_pool else environment.prior_id
 
 
 def heldout_id(probe: Component) -> str:
@@ -82,7 +80,7 @@ def heldout_id(probe: Component) -> str:
     Its id, except that settings its kind marks ``task_neutral`` are left out: every
     window of one window probe then plays the same tasks with the same luck.
     """
-    neutral = getattr(PROBES.get(probe.family), "task_neutral", ())
+    neutral = PROBES.get(probe.family).task_neutral
     if not neutral:
         return probe.id
     resolved = {key: value for key, value in probe.resolved.items() if key not in neutral}
@@ -102,9 +100,7 @@ def find_run(plan: Plan, run_id: str) -> Run:
 def output_size(environment: Environment) -> int:
     """Model outputs: policy logits and a value (acting kinds), next-token logits (prediction),
     or the predicted target (regression)."""
-    if environment.kind == "regression":
-        return 1
-    return environment.action_count + 1 if environment.kind in ACTING_KINDS else environment.symbols
+    return kind_of(environment).output_size(environment)
 
 
 def new_model(run: Run, environment: Environment):
@@ -164,9 +160,6 @@ def train_seeds_job(plan: Plan, run_ids: list[str], results: Path, progress: boo
         environment, model = environments[0], models[0].to(device)
         task_generator, action_generator = task_generators[0], action_generators[0]
     else:
-        from mesaprobe.models.stacked import stack_models
-        from mesaprobe.train.stacked import SeedEnvironments
-
         environment, model = SeedEnvironments(environments), stack_models(models).to(device)
         task_generator, action_generator = SeedGenerators(task_generators), SeedGenerators(action_generators)
     state = TrainingState(
@@ -320,14 +313,7 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
         raise ArtifactError(frozen.manifest_path, f"belongs to run {frozen.manifest.run!r}, not {run.id!r}")
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
     environment = probed_environment(probe_kind, run.environment, run.seed)
-    if environment.kind in ACTING_KINDS:
-        agent = ModelAgent(
-            frozen.model, environment.action_count, policy=getattr(job.probe.config, "policy", "sample")
-        )
-    elif environment.kind == "regression":
-        agent = ModelRegressor(frozen.model)
-    else:
-        agent = ModelPredictor(frozen.model)
+    agent = kind_of(environment).agent(frozen.model, environment, probe_kind.policy)
     # Inside probes compare with the run's own initial weights: the same architecture untrained.
     extra = {"untrained": new_model(run, environment).to(device).eval()} if job.writes == "inside" else {}
     rows = probe_kind.run(
@@ -347,8 +333,6 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
 
 def baseline_job(plan: Plan, environment: str, probe: str, baseline: str, seed: int, results: Path) -> Path:
     """Play one baseline on the held-out tasks that the architectures of ``seed`` face."""
-    from mesaprobe.baselines import BASELINES
-
     for job in plan.baseline_jobs:
         if (
             environment in (job.environment.label, job.environment.id)
@@ -364,7 +348,7 @@ def baseline_job(plan: Plan, environment: str, probe: str, baseline: str, seed: 
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
     env = probed_environment(probe_kind, job.environment, job.seed)
     baseline_class = BASELINES.get(job.baseline.family)
-    if getattr(baseline_class, "needs_task_pool", False):
+    if baseline_class.needs_task_pool:
         # dmmse: the Bayes predictor of the pool the architectures of this seed trained on,
         # whichever tasks the probe plays (the plan skips it where there is no pool).
         pool = make_environment(job.environment, job.seed).pool()
