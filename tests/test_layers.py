@@ -74,10 +74,16 @@ def imports_of(module: str) -> list[tuple[str, int, bool]]:
                     for alias in child.names
                     if alias.name.split(".")[0] == "mesaprobe"
                 )
-            elif isinstance(child, ast.ImportFrom) and child.module and child.module.split(".")[0] == "mesaprobe":
+            elif (
+                isinstance(child, ast.ImportFrom)
+                and child.module
+                and child.module.split(".")[0] == "mesaprobe"
+            ):
                 for alias in child.names:  # `from mesaprobe.x import y` where y is a module
                     candidate = f"{child.module}.{alias.name}"
-                    found.append((candidate if candidate in MODULES else child.module, child.lineno, in_function))
+                    found.append(
+                        (candidate if candidate in MODULES else child.module, child.lineno, in_function)
+                    )
             visit(child, inside)
 
     visit(tree, False)
@@ -128,7 +134,10 @@ def test_function_local_imports_give_their_reason(module):
     for target, line, in_function in imports_of(module):
         if not in_function:
             continue
-        nearby = lines[line - 2] + lines[line - 1]
+        first = line - 1  # a block of imports shares the comment above its first line
+        while first > 0 and lines[first - 1].strip().startswith(("from ", "import ")):
+            first -= 1
+        nearby = lines[first - 1] + lines[line - 1]
         assert "#" in nearby, f"{module}:{line} imports {target} inside a function without a reason"
 
 

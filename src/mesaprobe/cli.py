@@ -126,6 +126,7 @@ def run_command(arguments: argparse.Namespace) -> int:
         return 0
     # Imported here, not at the top: `mesaprobe --help` and argument errors answer without torch.
     from mesaprobe.study import load_study, make_plan, results_directory, select
+    from mesaprobe.study.outputs import chart_outputs
 
     study = select(
         load_study(arguments.spec),
@@ -200,7 +201,6 @@ def run_command(arguments: argparse.Namespace) -> int:
         print("\n".join(str(path) for path in written.values()))
     elif arguments.command == "chart":
         from mesaprobe.analysis.charts import make_charts  # altair: for the chart step only
-        from mesaprobe.study.outputs import chart_outputs
 
         written = make_charts(results / "tables", results / "charts", chart_outputs(study))
         print("\n".join(str(path) for path in written))

@@ -14,6 +14,8 @@ from typing import Any
 import polars as pl
 import torch
 
+from mesaprobe.analysis.inside import INSIDE_COLUMNS, write_inside_table
+from mesaprobe.analysis.tables import PROBE_COLUMNS, write_probe_table
 from mesaprobe.artifacts import write_json
 from mesaprobe.baselines import BASELINES
 from mesaprobe.device import resolve_device
@@ -290,13 +292,9 @@ def identifying_columns(
 def write_table(rows: pl.DataFrame, columns: dict[str, Any], path: Path, writes: str = "curves") -> Path:
     """Write a probe's ``rows`` with the job's identifying ``columns``: a probe table of curves,
     or an inside table (read-outs and fitted models) when the probe kind ``writes`` one."""
-    if writes == "inside":
-        from mesaprobe.analysis.inside import INSIDE_COLUMNS as schema
-        from mesaprobe.analysis.inside import write_inside_table as write
-    else:
-        from mesaprobe.analysis.tables import PROBE_COLUMNS as schema
-        from mesaprobe.analysis.tables import write_probe_table as write
-
+    schema, write = (
+        (INSIDE_COLUMNS, write_inside_table) if writes == "inside" else (PROBE_COLUMNS, write_probe_table)
+    )
     frame = rows.with_columns(*(pl.lit(value).alias(name) for name, value in columns.items()))
     frame = frame.select(pl.col(name).cast(dtype) for name, dtype in schema.items())
     write(frame, path)
