@@ -25,7 +25,7 @@ from mesaprobe.study.reference import (
 from mesaprobe.train.config import TrainingConfig
 
 #: Every registered name of every axis: a name registered later is covered with no edit here.
-NAMES = [(axis.name, name) for axis in axes() if axis.registry is not None for name in axis.registry]
+NAMES = [(axis.name, name) for axis in axes() for name in axis.registry]
 
 
 def list_command(capsys, *arguments: str) -> tuple[int, str, str]:
@@ -181,7 +181,7 @@ def test_schema_training_values_and_types_match_the_field(field):
         value for part in parts if typing.get_origin(part) is Literal for value in typing.get_args(part)
     }
     kinds = {JSON_TYPES[part] for part in parts if typing.get_origin(part) is not Literal}
-    if field.name == training.selector and training.registry is not None:
+    if field.name == training.selector:
         values, kinds = set(training.registry.names()), set()  # a name of the algorithm registry
     node = TRAINING_SCHEMA[field.name]
     assert schema_values(node, "values") == values

@@ -19,7 +19,6 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import mesaprobe.train
 from mesaprobe.baselines import BASELINES
 from mesaprobe.envs import ENVIRONMENTS
 from mesaprobe.errors import UserError
@@ -28,6 +27,7 @@ from mesaprobe.probes import PROBES
 from mesaprobe.registry import Registry, UnknownName
 from mesaprobe.settings import expected_text, field_docs, field_types
 from mesaprobe.study.load import study_schema
+from mesaprobe.train import ALGORITHMS
 from mesaprobe.train.config import TrainingConfig
 
 
@@ -41,21 +41,20 @@ class Axis:
     """The axis in the singular (``environment``), accepted on the command line too."""
     selector: str
     """The key of a block that selects a registered name (``family``, ``kind``, ``algorithm``)."""
-    registry: Registry | None
-    """Name -> class; None for training while there is no registry of algorithms."""
+    registry: Registry
+    """Name -> class (training: the algorithms, whose settings are the block's own)."""
     settings: type | None = None
     """Training only: the settings of the block itself (TrainingConfig)."""
 
 
 def axes() -> tuple[Axis, ...]:
     """Every extension axis, in the order a study lists them."""
-    algorithms = getattr(mesaprobe.train, "ALGORITHMS", None)  # a registry, once training has one
     return (
         Axis("environments", "environment", "family", ENVIRONMENTS),
         Axis("architectures", "architecture", "family", ARCHITECTURES),
         Axis("probes", "probe", "kind", PROBES),
         Axis("baselines", "baseline", "family", BASELINES),
-        Axis("training", "training", "algorithm", algorithms, settings=TrainingConfig),
+        Axis("training", "training", "algorithm", ALGORITHMS, settings=TrainingConfig),
     )
 
 
@@ -137,7 +136,7 @@ def block_keys(axis: Axis) -> dict[str, str]:
     """Keys every block of the axis takes besides its name's settings (``task_pool``, ``training``),
     with their descriptions, from the study schema."""
     block = study_schema()["properties"][axis.name].get("additionalProperties")
-    if not isinstance(block, dict) or axis.registry is None:
+    if not isinstance(block, dict):
         return {}
     own = {
         field.name
@@ -154,11 +153,9 @@ def block_keys(axis: Axis) -> dict[str, str]:
 def entry_reference(axis: Axis, name: str, *, full: bool) -> dict[str, Any]:
     """One registered name: how a block selects it, its summary and its settings."""
     try:
-        entry = axis.registry.get(name) if axis.registry is not None else None
+        entry = axis.registry.get(name)
     except UnknownName as error:
         raise UserError(str(error)) from None
-    if entry is None:
-        raise UserError(f"unknown {axis.singular} name {name!r}; training has no registered names yet")
     config = getattr(entry, "Config", None)
     data: dict[str, Any] = {"axis": axis.name, "name": name, "selected_by": {axis.selector: name}}
     data["summary"] = summary(entry)
@@ -189,12 +186,12 @@ def axis_reference(axis: Axis, *, full: bool) -> dict[str, Any]:
         data["settings_class"] = axis.settings.__name__
         data["settings"] = settings_reference(axis.settings)
         for field in data["settings"]:
-            if field["name"] == axis.selector and axis.registry is not None:
+            if field["name"] == axis.selector:
                 field["type"] = "one of " + ", ".join(repr(name) for name in axis.registry)
     keys = block_keys(axis)
     if keys:
         data["block_keys"] = keys
-    names = axis.registry.names() if axis.registry is not None else []
+    names = axis.registry.names()
     if full:
         data["names"] = [entry_reference(axis, name, full=False) for name in names]
     else:
