@@ -96,12 +96,50 @@ def git_commit(directory: str | Path = ".") -> str | None:
         return None
 
 
+def processor_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """The processor's model name, e.g. ``Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz``.
+
+    Read from ``/proc/cpuinfo`` on Linux (``model name`` on x86, ``Model`` or the implementer
+    and part codes on ARM); elsewhere ``platform.processor()``, else the machine type.
+    """
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        text = ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, colon, value = line.partition(":")
+        if colon and value.strip():
+            fields.setdefault(key.strip(), " ".join(value.split()))
+    if "model name" in fields:
+        return fields["model name"]
+    if "Model" in fields:
+        return fields["Model"]
+    if "CPU implementer" in fields:
+        return f"implementer {fields['CPU implementer']} part {fields.get('CPU part', '?')}"
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def instruction_set() -> str:
+    """The machine architecture and the vector instructions torch's CPU kernels use, e.g.
+    ``x86_64/avx512`` or ``aarch64/sve256`` (:func:`torch.backends.cpu.get_cpu_capability`).
+
+    Two machines agree on both before CPU results can agree bit for bit: the kernels of
+    another vector width sum floating-point numbers in another order.
+    """
+    import torch  # here, not at the top: table writers import this module and need no torch
+
+    return f"{platform.machine() or 'unknown'}/{torch.backends.cpu.get_cpu_capability().lower()}"
+
+
 def provenance(device: str | None = None) -> dict[str, Any]:
-    """What every manifest records: package versions, host, device, git commit."""
+    """What every manifest records: package versions, host, processor, device, git commit."""
     return {
         "versions": package_versions(),
         "host": platform.node(),
         "platform": platform.platform(),
+        "processor": processor_model(),
+        "instruction_set": instruction_set(),
         "device": device,
         "git_commit": git_commit(),
     }

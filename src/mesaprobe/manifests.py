@@ -60,6 +60,12 @@ class Provenance:
     """Name of the machine."""
     platform: str
     """Operating system and architecture, as ``platform.platform()`` gives them."""
+    processor: str | None = None
+    """The processor's model name (:func:`mesaprobe.artifacts.processor_model`); null in
+    manifests written before it was recorded."""
+    instruction_set: str | None = None
+    """Architecture and the vector instructions torch's CPU kernels use, e.g. ``x86_64/avx512``
+    (:func:`mesaprobe.artifacts.instruction_set`); null in manifests written before it was recorded."""
     device: str | None
     """The torch device the step ran on (``cpu``, ``cuda``, ``cuda:1``)."""
     git_commit: str | None
