@@ -16,6 +16,15 @@ VARIANTS = {
         {"d_model": 8, "layers": 1, "heads": 2, "context": 1},
     ],
     "memoryless": [{"hidden": 16}],
+    "linear_attention": [{"d_model": 16, "layers": 2, "heads": 2}, {"d_model": 12, "layers": 1, "heads": 3}],
+    "lru": [
+        {"d_model": 16, "state": 8, "layers": 2},
+        {"d_model": 8, "state": 4, "layers": 1, "max_phase": 3.0},
+    ],
+    "mamba": [
+        {"d_model": 16, "layers": 2, "d_state": 4},
+        {"d_model": 8, "layers": 1, "expand": 1, "d_state": 2, "conv_width": 1, "dt_rank": 2},
+    ],
 }
 
 

@@ -7,7 +7,14 @@ import torch
 from torch import nn
 
 from mesaprobe.models import ARCHITECTURES, build_model
-from mesaprobe.models.stacked import SeedGRU, SeedLinear, member_state_dict, stack_models
+from mesaprobe.models.stacked import (
+    RowParameter,
+    SeedGRU,
+    SeedLinear,
+    SeedRowParameter,
+    member_state_dict,
+    stack_models,
+)
 
 SEEDS, BATCH, STEPS, INPUTS, OUTPUTS = 3, 4, 7, 5, 3
 TOLERANCE = {"rtol": 0, "atol": 1e-10}
@@ -19,6 +26,9 @@ CASES = {
     "transformer-private": ("transformer", {"d_model": 16, "layers": 2, "heads": 2}, 2),
     "transformer-window": ("transformer", {"d_model": 16, "layers": 2, "heads": 2, "context": 3}, 0),
     "memoryless": ("memoryless", {"hidden": 8}, 0),
+    "linear_attention": ("linear_attention", {"d_model": 8, "layers": 2, "heads": 2}, 0),
+    "lru": ("lru", {"d_model": 8, "state": 6, "layers": 2}, 1),
+    "mamba": ("mamba", {"d_model": 8, "layers": 2, "d_state": 4, "conv_width": 3}, 0),
 }
 
 
@@ -108,7 +118,9 @@ def test_parameters_keep_the_members_names_order_and_values(case):
         for name, value in model.state_dict().items():
             assert torch.equal(state[name][s], value)
     assert all(p.is_leaf and p.requires_grad for p in stacked.parameters())
-    assert not any(isinstance(layer, (nn.Linear, nn.LayerNorm, nn.RNNBase)) for layer in stacked.modules())
+    assert not any(
+        isinstance(layer, (nn.Linear, nn.LayerNorm, nn.RNNBase, RowParameter)) for layer in stacked.modules()
+    )
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -170,7 +182,18 @@ def test_unsupported_layers_are_refused():
         SeedGRU([two_layers])
 
 
-@pytest.mark.parametrize("case", ["gru", "lstm", "transformer-private", "memoryless"])
+def test_row_parameters_give_each_seed_block_its_members_value():
+    members = [RowParameter(torch.full((2, 3), float(s))) for s in range(SEEDS)]
+    stacked = SeedRowParameter(members)
+    rows = stacked.rows(SEEDS * BATCH)  # (S*B, 2, 3)
+    assert rows.shape == (SEEDS * BATCH, 2, 3)
+    for s, member in enumerate(members):
+        assert torch.equal(block(rows, s), member.rows(BATCH))
+    with pytest.raises(ValueError, match="rows"):
+        stacked.rows(SEEDS * BATCH - 1)
+
+
+@pytest.mark.parametrize("case", ["gru", "lstm", "transformer-private", "memoryless", "lru", "mamba"])
 def test_rows_must_split_into_seed_blocks(case):
     stacked = stack_models(members(case))
     xs = rows()[:-1]  # S*B - 1 rows

@@ -73,10 +73,20 @@ def test_a_transformer_trained_with_a_window_keeps_it():
     assert trained.window == 3
 
 
-@pytest.mark.parametrize("family", ["gru", "lstm"])
+#: Families whose memory is a recurrent state (restricted by resetting it every w steps).
+RECURRENT = {
+    "gru": {"hidden": 8, "layers": 2},
+    "lstm": {"hidden": 8, "layers": 2},
+    "lru": {"d_model": 8, "state": 4, "layers": 2},
+    "mamba": {"d_model": 8, "layers": 2, "d_state": 4},
+    "linear_attention": {"d_model": 8, "layers": 2, "heads": 2},
+}
+
+
+@pytest.mark.parametrize("family", list(RECURRENT))
 @pytest.mark.parametrize("window", [1, 3, 4, 11, 20])
 def test_recurrent_reset_every_w_steps(family, window):
-    model = make(family, {"hidden": 8, "layers": 2})
+    model = make(family, RECURRENT[family])
     restricted = restrict_memory(model, window)
     with torch.no_grad():
         whole = restricted(XS)
@@ -99,9 +109,9 @@ def test_memoryless_models_ignore_the_window():
     assert restrict_memory(model, 1) is model and restrict_memory(model, 5) is model
 
 
-@pytest.mark.parametrize("family", ["gru", "transformer"])
+@pytest.mark.parametrize("family", ["gru", "transformer", "lru", "mamba", "linear_attention"])
 def test_restricting_memory_changes_no_weight(family):
-    model = make(family, TRANSFORMER if family == "transformer" else {"hidden": 8})
+    model = make(family, TRANSFORMER if family == "transformer" else RECURRENT[family])
     before = parameter_hash(model)
     with torch.inference_mode():
         restrict_memory(model, 2)(XS)
@@ -137,7 +147,11 @@ def probe_tables(family, environment_settings, architecture, settings, horizon):
 @pytest.mark.parametrize("family,environment", [("bernoulli_bandit", BANDIT), ("markov", MARKOV)])
 @pytest.mark.parametrize(
     "architecture,settings",
-    [("gru", {"hidden": 8}), ("transformer", {"d_model": 8, "layers": 1, "heads": 2})],
+    [
+        ("gru", {"hidden": 8}),
+        ("transformer", {"d_model": 8, "layers": 1, "heads": 2}),
+        ("mamba", {"d_model": 8, "layers": 1, "d_state": 4}),
+    ],
 )
 def test_a_window_as_long_as_the_episode_is_the_adaptation_probe(family, environment, architecture, settings):
     adaptation, windows = probe_tables(family, environment, architecture, settings, horizon=7)

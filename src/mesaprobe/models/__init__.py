@@ -1,6 +1,9 @@
 """Architecture families.  Adding one: a file here and one ``register`` line below."""
 
 from mesaprobe.models.base import SequenceModel
+from mesaprobe.models.linear_attention import LinearAttention
+from mesaprobe.models.lru import LRU
+from mesaprobe.models.mamba import Mamba
 from mesaprobe.models.memoryless import Memoryless
 from mesaprobe.models.recurrent import GRU, LSTM
 from mesaprobe.models.transformer import Transformer
@@ -11,6 +14,9 @@ ARCHITECTURES.register("gru")(GRU)
 ARCHITECTURES.register("lstm")(LSTM)
 ARCHITECTURES.register("transformer")(Transformer)
 ARCHITECTURES.register("memoryless")(Memoryless)
+ARCHITECTURES.register("lru")(LRU)
+ARCHITECTURES.register("mamba")(Mamba)
+ARCHITECTURES.register("linear_attention")(LinearAttention)
 
 
 def build_model(

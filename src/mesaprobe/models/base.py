@@ -16,10 +16,29 @@ The last ``private_size`` input columns are *private*: the environment promises 
 to the current step only.  Recurrent and memoryless models read them like any
 input; the Transformer feeds them to its output head and never into the residual
 stream it attends over, so no later step can see them.
+
+Every family also states its cost, which the frozen manifest records and the tables carry
+(the architecture ladder puts them on its axes):
+
+* ``state_floats(horizon)``: numbers one episode carries from one step to the next at the
+  last step of an episode of ``horizon`` steps, measured on the state object itself
+  (hidden state, SSM and convolution state, fast-weight matrix, key/value cache);
+* ``flops_per_step(horizon)``: 2 x the multiply-adds of one ``step`` at the last step of such
+  an episode, counted analytically by each family: every product of a weight matrix with a
+  vector (biases, normalisations, activations and gates not counted) and every product
+  with the carried state (attention over the cached steps, the fast-weight read and
+  outer-product write, the state-space update and read-out), as each family's method says.
+
+Parameters a family applies elementwise (decay rates, per-channel gains, filters) are
+:class:`mesaprobe.models.stacked.RowParameter`, read with ``rows(n)``; every other parameter
+lives in ``nn.Linear``, ``nn.LayerNorm``, ``nn.GRU`` or ``nn.LSTM``, so that several seeds
+stack into one model (:mod:`mesaprobe.models.stacked`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -54,6 +73,49 @@ class SequenceModel(nn.Module):
     def forward(self, xs: Tensor, return_hidden: bool = False):
         raise NotImplementedError
 
+    def state_floats(self, horizon: int) -> int:
+        """Numbers carried from one step to the next, per episode, at the last step of an episode
+        of ``horizon`` steps: the floating-point entries of the state object ``step`` is handed
+        there (after ``horizon - 1`` steps of one episode), preallocated buffers counted whole
+        (a key/value cache holds min(window, horizon) steps)."""
+        if horizon < 1:
+            raise ValueError(f"an episode has at least one step, got horizon {horizon}")
+        parameter = next(self.parameters())
+        inputs = torch.zeros(1, self.input_size, device=parameter.device, dtype=parameter.dtype)
+        with torch.inference_mode():
+            state = self.initial_state(1, horizon, parameter.device)
+            for _ in range(horizon - 1):
+                state, _ = self.step(state, inputs)
+        return floats_in(state)
+
+    def flops_per_step(self, horizon: int) -> int:
+        """2 x the multiply-adds of one ``step`` at the last step of an episode of ``horizon``
+        steps, per episode (see the module docstring for what is counted)."""
+        raise NotImplementedError
+
+    def parameter_count(self) -> int:
+        """Trained numbers: every parameter's entries."""
+        return sum(parameter.numel() for parameter in self.parameters())
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+def floats_in(state: Any) -> int:
+    """Floating-point entries of every tensor inside ``state`` (tensors, sequences, mappings,
+    dataclasses, nested); integers such as a step counter are not state floats."""
+    if isinstance(state, Tensor):
+        return state.numel() if state.is_floating_point() or state.is_complex() else 0
+    if dataclasses.is_dataclass(state) and not isinstance(state, type):
+        return sum(floats_in(getattr(state, field.name)) for field in dataclasses.fields(state))
+    if isinstance(state, Mapping):
+        return sum(floats_in(value) for value in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(floats_in(item) for item in state)
+    return 0
+
+
+def linear_flops(*layers: nn.Linear) -> int:
+    """2 x the multiply-adds of these linear layers applied to one vector each (biases not counted)."""
+    return sum(2 * layer.in_features * layer.out_features for layer in layers)

@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from mesaprobe.models.base import SequenceModel
+from mesaprobe.models.base import SequenceModel, linear_flops
 from mesaprobe.settings import SettingError
 
 
@@ -46,6 +46,10 @@ class Memoryless(SequenceModel):
 
     def step(self, state: None, x: Tensor) -> tuple[None, Tensor]:
         return None, self.forward(x[:, None])[:, 0]
+
+    def flops_per_step(self, horizon: int) -> int:
+        """The MLP's matrix products; nothing is carried between steps."""
+        return linear_flops(*self.layers, self.head)
 
     def forward(self, xs: Tensor, return_hidden: bool = False):
         h = xs  # (B, T, I)

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from mesaprobe.models.base import SequenceModel
+from mesaprobe.models.base import SequenceModel, linear_flops
 from mesaprobe.settings import SettingError
 
 if TYPE_CHECKING:
@@ -40,6 +40,8 @@ class Recurrent(SequenceModel):
 
     Config: ClassVar[type] = RecurrentConfig
     cell: ClassVar[type[nn.RNNBase]]
+    #: Gate pre-activations per hidden unit (GRU: reset, update, new; LSTM: input, forget, cell, output).
+    gates: ClassVar[int]
 
     def __init__(self, config: RecurrentConfig, input_size: int, output_size: int, private_size: int = 0):
         super().__init__(config, input_size, output_size, private_size)
@@ -55,6 +57,14 @@ class Recurrent(SequenceModel):
         if self.cell is nn.LSTM:
             return [(zeros(), zeros()) for _ in self.rnns]
         return [zeros() for _ in self.rnns]
+
+    def flops_per_step(self, horizon: int) -> int:
+        """Each layer's gate products with its input and its previous hidden state
+        (gates x hidden x (inputs + hidden)), then the head; the same at every step."""
+        recurrent = sum(
+            2 * self.gates * rnn.hidden_size * (rnn.input_size + rnn.hidden_size) for rnn in self.rnns
+        )
+        return recurrent + linear_flops(self.head)
 
     def step(self, state: list, x: Tensor) -> tuple[list, Tensor]:
         h = x[:, None]  # (B, 1, I)
@@ -106,7 +116,9 @@ def lstm_cell_states(rnn: nn.LSTM | SeedLSTM, xs: Tensor, hs: Tensor) -> Tensor:
 
 class GRU(Recurrent):
     cell = nn.GRU
+    gates = 3
 
 
 class LSTM(Recurrent):
     cell = nn.LSTM
+    gates = 4

@@ -3,11 +3,13 @@
 Small models leave most of a GPU idle; a job that trains S independent seeds of the same
 run at once fills it.  :func:`stack_models` turns S members (one family, equal settings)
 into one model of the same class in which every parameterised layer (``nn.Linear``,
-``nn.LayerNorm``, ``nn.GRU``, ``nn.LSTM``) is swapped for a seed-stacked counterpart
+``nn.LayerNorm``, ``nn.GRU``, ``nn.LSTM``, and :class:`RowParameter`, a plain parameter used
+elementwise such as a state-space model's decay rates) is swapped for a seed-stacked counterpart
 holding the members' parameters on a new leading seed dimension, under the same names:
 ``stacked.state_dict()[k][s]`` is member s's ``k``.  Everything else, the model's own
-code included (attention, key/value caches, rotary embeddings, the recurrent ``step``),
-runs unchanged.
+code included (attention, key/value caches, rotary embeddings, the recurrent ``step``,
+scans), runs unchanged: a model reads a plain parameter through ``RowParameter.rows(n)``, one
+copy per row, so the stacked model's rows read their own seed's.
 
 Row layout: the stacked model takes S*B rows in seed-major blocks, rows s*B .. (s+1)*B - 1
 belonging to member s, in ``forward``, ``initial_state(S*B, ...)`` and ``step`` alike.
@@ -58,7 +60,10 @@ def stack_models(models: Sequence[SequenceModel]) -> SequenceModel:
             continue  # holds no parameters of its own (activations, containers): shared as it is
         seed_layer = SEED_LAYERS.get(type(layer))
         if seed_layer is None:
-            supported = ", ".join(f"nn.{kind.__name__}" for kind in SEED_LAYERS)
+            supported = ", ".join(
+                f"nn.{kind.__name__}" if kind.__module__.startswith("torch.") else kind.__name__
+                for kind in SEED_LAYERS
+            )
             raise ValueError(
                 f"cannot stack the {type(layer).__name__} at {name or 'the top'} of a "
                 f"{type(first).__name__}: only {supported} may own parameters"
@@ -102,6 +107,52 @@ def seed_blocks(x: Tensor, seeds: int) -> Tensor:
     if rows % seeds:
         raise ValueError(f"{rows} rows do not split into {seeds} equal seed blocks (seed-major rows)")
     return x.reshape(seeds, rows // seeds * math.prod(x.shape[1:-1]), x.shape[-1])  # (S, R, C)
+
+
+class RowParameter(nn.Module):
+    """A parameter a model applies elementwise to every row of a batch (a per-channel decay rate,
+    gain or filter), not in a matrix product; the one kind of plain parameter that stacks.
+
+    A model reads it as ``rows(n)``: the value once per row, (n, *shape), a broadcast view.  In a
+    stacked model (:class:`SeedRowParameter`) rows s*B .. (s+1)*B - 1 get seed s's value, so
+    the model's code is the same stacked or not.
+    """
+
+    def __init__(self, value: Tensor):
+        super().__init__()
+        self.value = nn.Parameter(value)
+
+    def rows(self, count: int) -> Tensor:
+        """The value for each of ``count`` rows: (count, *shape)."""
+        return self.value.expand(count, *self.value.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={tuple(self.value.shape)}"
+
+
+class SeedRowParameter(nn.Module):
+    """S :class:`RowParameter`: value (S, *shape); ``rows(n)`` gives block s of n/S rows seed s's value."""
+
+    def __init__(self, members: Sequence[RowParameter]):
+        super().__init__()
+        self.value = stacked_parameter([member.value for member in members])
+
+    @property
+    def seeds(self) -> int:
+        return self.value.shape[0]
+
+    def rows(self, count: int) -> Tensor:
+        """(count, *shape), seed-major: rows s*count/S .. (s+1)*count/S - 1 hold seed s's value."""
+        if count % self.seeds:
+            raise ValueError(
+                f"{count} rows do not split into {self.seeds} equal seed blocks (seed-major rows)"
+            )
+        shape = self.value.shape[1:]
+        per_seed = self.value[:, None].expand(self.seeds, count // self.seeds, *shape)  # (S, n/S, *shape)
+        return per_seed.reshape(count, *shape)
+
+    def extra_repr(self) -> str:
+        return f"seeds={self.seeds}, shape={tuple(self.value.shape[1:])}"
 
 
 class SeedAffine(nn.Module):
@@ -283,4 +334,5 @@ SEED_LAYERS: dict[type[nn.Module], type[nn.Module]] = {
     nn.LayerNorm: SeedLayerNorm,
     nn.GRU: SeedGRU,
     nn.LSTM: SeedLSTM,
+    RowParameter: SeedRowParameter,
 }

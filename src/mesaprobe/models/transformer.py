@@ -4,7 +4,9 @@ Pre-LayerNorm blocks in the style of nanoGPT, rotary position embeddings (so tha
 nothing is tied to a trained maximum length and attention depends on relative
 position only), and an optional attention window: ``context: full`` attends to the
 whole episode so far, ``context: w`` to the last ``w`` steps including the current
-one (``w = 1``: no memory at all).
+one (``w = 1``: no memory at all).  A window set here is trained with: it masks attention in
+``forward`` (training) and bounds the cache in ``step`` (acting), so every probe of the frozen
+model sees it too; the window probe may narrow it further, never widen it.
 
 Private inputs (the last ``private_size`` columns) bypass attention: they join the
 final residual stream in an MLP output head at their own step only.
@@ -29,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mesaprobe.models.base import SequenceModel
+from mesaprobe.models.base import SequenceModel, linear_flops
 from mesaprobe.settings import SettingError
 
 
@@ -42,8 +44,9 @@ class TransformerConfig:
     heads: int = 4
     """Attention heads per block; d_model / heads must be even (rotary embeddings)."""
     context: int | Literal["full"] = "full"
-    """Steps each position may attend to: full (the whole episode so far) or a window of
-    w steps including the current one (w = 1 means no memory)."""
+    """Steps each position may attend to, in training and in every probe: full (the whole
+    episode so far) or a sliding window of w steps including the current one (w = 1 means
+    no memory; L layers reach L * (w - 1) + 1 steps back)."""
     mlp_ratio: int = 4
     """Width of each block's MLP, as a multiple of d_model."""
     rope_base: float = 10000.0
@@ -208,6 +211,19 @@ class Transformer(SequenceModel):
         self.window = window
         for block in self.blocks:
             block.attention.window = window
+
+    def flops_per_step(self, horizon: int) -> int:
+        """The embedding, each block's projections (query, key and value, output) and MLP, and its
+        attention at the last step over the min(window, horizon) cached steps (scores and the
+        weighted sum of values: 2 x d_model multiply-adds per cached step), then the head."""
+        attended = horizon if self.window is None else min(self.window, horizon)
+        blocks = sum(
+            linear_flops(block.attention.qkv, block.attention.out, block.mlp[0], block.mlp[2])
+            + 2 * 2 * self.config.d_model * attended
+            for block in self.blocks
+        )
+        head = [self.head[0], self.head[2]] if self.private_size else [self.head]
+        return linear_flops(self.embed, *head) + blocks
 
     def initial_state(self, batch: int, horizon: int, device: torch.device | str) -> KVCache:
         config = self.config

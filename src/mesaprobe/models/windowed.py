@@ -5,11 +5,12 @@ contract (``initial_state``, ``step``, ``forward``) with less memory:
 
 * a Transformer attends to the last ``w`` positions only (its ``attention_window``):
   the same computation as a Transformer built with ``context: w`` and the same weights;
-* a recurrent model (GRU, LSTM: any model with memory and no attention window) has its
-  state reset to the initial state every ``w`` steps, so the output at step t depends
-  on the steps since the last multiple of w (between 1 and w steps, the current one
-  included).  Stepping resets the state; whole sequences run as chunks of ``w`` steps
-  from the initial state, which is the same computation;
+* a model whose memory is a state carried from step to step (GRU, LSTM, LRU, Mamba, linear
+  attention's fast weights: any model with memory and no attention window) has its state
+  reset to the initial state every ``w`` steps, so the output at step t depends on the
+  steps since the last multiple of w (between 1 and w steps, the current one included).
+  Stepping resets the state; whole sequences run as chunks of ``w`` steps from the initial
+  state, which is the same computation;
 * a memoryless model is returned unchanged.
 
 ``w = 1`` leaves no memory at all.  The wrapper shares the model's weights and never
@@ -82,7 +83,8 @@ class ResetState:
 
 
 class PeriodicReset(Windowed):
-    """A recurrent model whose state is reset every ``window`` steps."""
+    """A model with a carried state (recurrent, state-space, fast weights) whose state is reset
+    every ``window`` steps."""
 
     @property
     def has_memory(self) -> bool:  # type: ignore[override]
