@@ -256,6 +256,9 @@ def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:
         ),
         weights=freeze(model, directory / FROZEN_WEIGHTS, run.id),
         provenance=Provenance.current("cpu"),
+        parameters=model.parameter_count(),
+        state_floats=model.state_floats(environment.horizon),
+        flops_per_step=model.flops_per_step(environment.horizon),
     ).write(directory / FROZEN_MANIFEST)
     return directory / FROZEN_MANIFEST
 

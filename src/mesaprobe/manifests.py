@@ -245,6 +245,16 @@ class FrozenManifest(Manifest):
     """The weights file and its hashes."""
     provenance: Provenance = dataclasses.field(metadata=INLINE)
     """Versions, host, device and commit of the freezing process."""
+    parameters: int | None = None
+    """Trained numbers of the model (every parameter's entries); null in manifests written
+    before models stated their costs."""
+    state_floats: int | None = None
+    """Numbers one episode carries from one step to the next at the last step of an episode of
+    the training environment's horizon (hidden state, SSM state, fast weights, key/value cache:
+    :meth:`mesaprobe.models.SequenceModel.state_floats`); null in older manifests."""
+    flops_per_step: int | None = None
+    """2 x the multiply-adds of one step at that last step
+    (:meth:`mesaprobe.models.SequenceModel.flops_per_step`); null in older manifests."""
 
     def validate(self) -> None:
         for key in ("input_size", "output_size"):
@@ -254,6 +264,9 @@ class FrozenManifest(Manifest):
             raise SettingError(
                 "private_size", f"expected 0 to input_size ({self.input_size}), got {self.private_size}"
             )
+        for key in ("parameters", "state_floats", "flops_per_step"):
+            if getattr(self, key) is not None and getattr(self, key) < 0:
+                raise SettingError(key, f"expected a count of 0 or more, got {getattr(self, key)}")
 
 
 # --------------------------------------------------------------------------- to and from JSON
