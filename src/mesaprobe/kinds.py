@@ -1,7 +1,7 @@
 """Environment kinds: what the kind of an environment decides for everything built on it.
 
 Every environment family names its kind (``Environment.kind``: ``bandit``, ``commitment``,
-``prediction``, ``regression``), and :data:`KINDS` maps the name to an
+``prediction``, ``regression``, ``mdp``), and :data:`KINDS` maps the name to an
 :class:`EnvironmentKind`, which carries what used to be decided by ``if kind == ...`` in
 several places: the metric family of its tables, the size of a model's output, how a
 frozen model becomes an agent, and how one batch of held-out episodes is played and
@@ -20,14 +20,17 @@ import torch
 from torch import Tensor
 
 from mesaprobe.agents import ModelAgent, ModelPredictor, ModelRegressor
+from mesaprobe.baselines.mdp import PlansWithTask
 from mesaprobe.envs.base import Environment
 from mesaprobe.metrics import (
     BANDIT_METRICS,
     COMMITMENT_METRICS,
+    MDP_METRICS,
     PREDICTION_METRICS,
     REGRESSION_METRICS,
     MetricFamily,
     bandit_step_metrics,
+    mdp_step_metrics,
     prediction_step_metrics,
     regression_step_metrics,
 )
@@ -100,6 +103,30 @@ class BanditKind(ActingKind):
         return bandit_step_metrics(trajectory.expected_rewards, trajectory.best_expected_rewards)
 
 
+class MDPKind(ActingKind):
+    """Tabular MDPs: value regret against the true MDP's optimal action values, per step.
+
+    An agent that plans with the true task (the oracle baseline, :class:`PlansWithTask`) is
+    given the tasks before it plays them.
+    """
+
+    metrics: ClassVar[MetricFamily] = MDP_METRICS
+
+    def step_metrics(
+        self,
+        agent: Any,
+        environment: Environment,
+        tasks: Any,
+        luck: torch.Generator,
+        actions: torch.Generator,
+    ) -> dict[str, Tensor]:
+        if isinstance(agent, PlansWithTask):
+            agent = agent.for_tasks(tasks)
+        trajectory = play(environment, tasks, agent, luck, actions)
+        value_regrets = environment.value_regret(tasks, trajectory.observations, trajectory.actions)
+        return mdp_step_metrics(trajectory.expected_rewards, value_regrets)
+
+
 class CommitmentKind(ActingKind):
     """The commitment game: one outcome per episode (the commitment probe scores it)."""
 
@@ -166,6 +193,7 @@ KINDS.register("bandit")(BanditKind())
 KINDS.register("commitment")(CommitmentKind())
 KINDS.register("prediction")(PredictionKind())
 KINDS.register("regression")(RegressionKind())
+KINDS.register("mdp")(MDPKind())
 
 
 def kind_of(environment: Environment | type[Environment]) -> EnvironmentKind:

@@ -35,6 +35,24 @@ In-context linear regression (``kind = "regression"``):
 * episode metrics ``total_mse_per_dim``, ``cumulative_regret_mse`` (at the last step)
   and ``adaptation``.
 
+Tabular MDPs (``kind = "mdp"``; see :mod:`mesaprobe.envs.tabular_mdp`):
+
+* ``mean_reward``: the mean reward of the chosen action in the current state (expected,
+  not sampled);
+* ``value_regret``: V*_t(s_t) - Q*_t(s_t, a_t), the optimal value of the current state
+  minus the optimal value of the chosen action in it (t the step within the episode,
+  values of the true MDP by finite-horizon value iteration): what the action gives up
+  against the oracle, >= 0, zero for the oracle; its expected sum over an episode is the
+  optimal return minus the agent's expected return (performance-difference lemma);
+* ``cumulative_value_regret``: value_regret summed from the first step to this one;
+* episode metrics ``total_mean_reward``, ``cumulative_value_regret`` (at the last step)
+  and ``adaptation``.
+
+In trials (``trial_episodes: K``) a probe's episode is the whole trial of K episodes: the
+steps run over all K x episode_length steps, so the curves per step cover the trial, the
+episode metrics are per trial, and :func:`episodes_in_trial` sums a step metric per episode
+within the trial.
+
 ``adaptation`` is the mean per-step regret over the first tenth of the episode minus
 the mean over the last tenth: positive when the agent improves within the episode.
 
@@ -172,6 +190,20 @@ REGRESSION_METRICS = MetricFamily(
     bar_axis_titles=("total squared error / D per episode (sum over {horizon} examples)",),
 )
 
+MDP_METRICS = MetricFamily(
+    kind="mdp",
+    step_metrics=("mean_reward", "value_regret", "cumulative_value_regret"),
+    episode_metrics=("total_mean_reward", "cumulative_value_regret", "adaptation"),
+    higher_is_better=(True, False, True),
+    step_titles=(
+        "mean reward per step (expected)",
+        "value regret per step (V* - Q* of the action)",
+        "cumulative value regret",
+    ),
+    chart_titles=("Value regret per step", "Cumulative value regret", "Total mean reward per trial"),
+    bar_axis_titles=("total mean reward per trial (expected, sum over {horizon} steps)",),
+)
+
 COMMITMENT_METRICS = MetricFamily(
     kind="commitment",
     step_metrics=("success", "game_reward", "z_surprisal_bits"),
@@ -194,7 +226,7 @@ COMMITMENT_METRICS = MetricFamily(
 #: Every metric family, by environment kind.
 METRIC_FAMILIES = {
     family.kind: family
-    for family in (BANDIT_METRICS, PREDICTION_METRICS, REGRESSION_METRICS, COMMITMENT_METRICS)
+    for family in (BANDIT_METRICS, PREDICTION_METRICS, REGRESSION_METRICS, COMMITMENT_METRICS, MDP_METRICS)
 }
 
 #: Every per-step metric any probe writes.
@@ -223,6 +255,22 @@ def bandit_step_metrics(expected_rewards: Tensor, best_expected_rewards: Tensor)
     """Bandit per-step metrics (each (B, T)) from chosen and best arms' expected rewards (B, T)."""
     regret = best_expected_rewards - expected_rewards  # (B, T)
     return {"expected_reward": expected_rewards, "regret": regret, "cumulative_regret": regret.cumsum(dim=1)}
+
+
+def mdp_step_metrics(mean_rewards: Tensor, value_regrets: Tensor) -> dict[str, Tensor]:
+    """MDP per-step metrics (each (B, T)) from the chosen actions' mean rewards and value regrets (B, T)."""
+    return {
+        "mean_reward": mean_rewards,
+        "value_regret": value_regrets,
+        "cumulative_value_regret": value_regrets.cumsum(dim=1),
+    }
+
+
+def episodes_in_trial(step_values: Tensor, episode_length: int) -> Tensor:
+    """(B, K) sums of a per-step metric (B, K x episode_length) over each episode of a trial."""
+    batch, steps = step_values.shape
+    assert steps % episode_length == 0, (steps, episode_length)
+    return step_values.reshape(batch, steps // episode_length, episode_length).sum(dim=2)  # (B, K)
 
 
 def logloss_bits(probs: Tensor, tokens: Tensor) -> Tensor:

@@ -25,6 +25,13 @@ from mesaprobe.baselines.base import Baseline
 from mesaprobe.baselines.bayes_optimal import BayesOptimalBaseline
 from mesaprobe.baselines.commitment import CommitDeterministic, CommitOptimal
 from mesaprobe.baselines.gittins import GittinsBaseline
+from mesaprobe.baselines.mdp import (
+    OracleMDPBaseline,
+    PlansWithTask,
+    PSRLBaseline,
+    QLearningBaseline,
+    RandomMDPBaseline,
+)
 from mesaprobe.baselines.predictors import BayesOptimalPredictor, OraclePredictor
 from mesaprobe.baselines.regression import DiscreteMMSEPredictor, RidgePredictor
 from mesaprobe.registry import Registry
@@ -50,8 +57,33 @@ class BayesOptimal(Baseline):
         return BayesOptimalBaseline(config, environment)
 
 
+class Random(Baseline):
+    """A uniformly random action every step (bandits and MDPs), chosen by the environment's kind."""
+
+    Config: ClassVar[type] = RandomBaseline.Config
+    serves: ClassVar[tuple[str, ...]] = ("bandit", "mdp")
+
+    def __new__(cls, config, environment):
+        if environment.kind == "mdp":
+            return RandomMDPBaseline(RandomMDPBaseline.Config(), environment)
+        return RandomBaseline(config, environment)
+
+
+class Oracle(Baseline):
+    """The agent that knows the task: the true predictive of a sequence or regression task, or
+    the optimal policy of the true MDP, chosen by the environment's kind."""
+
+    Config: ClassVar[type] = OraclePredictor.Config
+    serves: ClassVar[tuple[str, ...]] = ("prediction", "regression", "mdp")
+
+    def __new__(cls, config, environment):
+        if environment.kind == "mdp":
+            return OracleMDPBaseline(OracleMDPBaseline.Config(), environment)
+        return OraclePredictor(config, environment)
+
+
 BASELINES: Registry[type[Baseline]] = Registry("baseline")
-BASELINES.register("random")(RandomBaseline)
+BASELINES.register("random")(Random)
 BASELINES.register("greedy")(GreedyBaseline)
 BASELINES.register("eps_greedy")(EpsilonGreedyBaseline)
 BASELINES.register("ucb1")(UCB1Baseline)
@@ -59,11 +91,13 @@ BASELINES.register("thompson")(ThompsonBaseline)
 BASELINES.register("optimistic_thompson")(OptimisticThompsonBaseline)
 BASELINES.register("gittins")(GittinsBaseline)
 BASELINES.register("bayes_optimal")(BayesOptimal)
-BASELINES.register("oracle")(OraclePredictor)
+BASELINES.register("oracle")(Oracle)
 BASELINES.register("commit_optimal")(CommitOptimal)
 BASELINES.register("commit_deterministic")(CommitDeterministic)
 BASELINES.register("ridge")(RidgePredictor)
 BASELINES.register("dmmse")(DiscreteMMSEPredictor)
+BASELINES.register("psrl")(PSRLBaseline)
+BASELINES.register("q_learning")(QLearningBaseline)
 
 
 def build_baseline(name: str, config, environment) -> Baseline:
@@ -76,4 +110,4 @@ def build_baseline(name: str, config, environment) -> Baseline:
     return cls(config, environment)
 
 
-__all__ = ["BASELINES", "ArmCounts", "BanditBaseline", "Baseline", "build_baseline"]
+__all__ = ["BASELINES", "ArmCounts", "BanditBaseline", "Baseline", "PlansWithTask", "build_baseline"]

@@ -13,6 +13,7 @@ from mesaprobe.envs.sequences import (
     Switching,
     VariableOrderMarkov,
 )
+from mesaprobe.envs.tabular_mdp import TabularMDP
 from mesaprobe.registry import Registry
 
 ENVIRONMENTS: Registry[type[Environment]] = Registry("environment family")
@@ -26,5 +27,6 @@ ENVIRONMENTS.register("vom")(VariableOrderMarkov)
 ENVIRONMENTS.register("drifting")(Drifting)
 ENVIRONMENTS.register("commitment")(Commitment)
 ENVIRONMENTS.register("linear_regression")(LinearRegression)
+ENVIRONMENTS.register("tabular_mdp")(TabularMDP)
 
 __all__ = ["ENVIRONMENTS", "Environment"]

@@ -6,8 +6,8 @@ leading batch dimension, and ``reset``/``step`` return new state instead of
 mutating it.  All episodes of a batch move in lockstep, so the only Python loop is
 over time.
 
-Reinforcement-learning families (``kind`` in :data:`ACTING_KINDS`: ``"bandit"``, and
-``"commitment"`` whose reward comes at the end of the episode) provide::
+Reinforcement-learning families (``kind`` in :data:`ACTING_KINDS`: ``"bandit"``,
+``"commitment"`` whose reward comes at the end of the episode, and ``"mdp"``) provide::
 
     sample_tasks(n, generator, device) -> tasks
     reset(tasks) -> (state, observation)              # observation: (B, observation_size)
@@ -15,6 +15,15 @@ Reinforcement-learning families (``kind`` in :data:`ACTING_KINDS`: ``"bandit"``,
     expected_reward(state, action) -> (B,)            # regret without sampling noise
     best_expected_reward(state) -> (B,)
     transformed(transform) -> Environment             # out-of-distribution variant (bandits)
+
+Trials: a family with a ``trial_episodes`` setting (K, default 1) plays one task for K
+episodes of ``episode_length`` steps as one sequence of ``horizon = K x episode_length``
+steps.  At each episode boundary the family resets its episode state (not its task) and
+marks the boundary in the observation (a done flag), so training, probes and baselines
+see one long sequence whose memory carries across episodes; ``episode_length`` says where
+the boundaries are, and ``episode_start_observation(observation)`` turns the observation at a
+boundary into what ``reset`` would have shown (an agent whose memory is reset there sees
+no trace of the previous episode).
 
 The other kinds are predicted, not played: ``"prediction"`` (next-token families, see
 :mod:`mesaprobe.envs.sequences.base`) and ``"regression"`` (in-context linear regression,
@@ -30,7 +39,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 #: Kinds of environment played by acting agents (trained with a2c/ppo); the others are predicted.
-ACTING_KINDS = ("bandit", "commitment")
+ACTING_KINDS = ("bandit", "commitment", "mdp")
 
 
 class Environment:
@@ -56,4 +65,15 @@ class Environment:
 
     @property
     def horizon(self) -> int:
+        """Steps of one sequence (a trial of ``trial_episodes`` episodes where a family has trials)."""
         return self.config.horizon
+
+    @property
+    def episode_length(self) -> int:
+        """Steps of one episode: the whole sequence unless the family plays trials."""
+        return self.horizon
+
+    @property
+    def trial_episodes(self) -> int:
+        """Episodes of one sequence: 1 unless the family plays trials (its ``trial_episodes``)."""
+        return 1
