@@ -2,7 +2,11 @@
 
 Each task is one vector of arm success probabilities; an episode is ``horizon``
 pulls.  The agent sees the RL^2 input of Duan et al. (2016): one-hot previous
-action, previous reward, and the fraction of the episode elapsed.  Dependent
+action, previous reward, and the fraction of the episode elapsed.
+
+Trials (``trial_episodes: K > 1``): one task lasts K episodes played back to back as one
+sequence of K x horizon pulls; the time input starts again at every episode, and a done
+flag (an extra last column) is 1 on the first observation of every episode after the first.  Dependent
 priors are the two-armed bandits of Wang et al. (2016), where the arms pay with
 probabilities p and 1 - p.
 """
@@ -46,12 +50,24 @@ class BernoulliBanditConfig:
     """First Beta parameter of the beta prior."""
     prior_beta: float = 1.0
     """Second Beta parameter of the beta prior."""
+    trial_episodes: int = 1
+    """Episodes per trial: one task lasts this many episodes, played as one sequence of
+    trial_episodes x horizon pulls whose memory carries across episode boundaries (the time
+    input restarts and a done flag column marks each boundary; 1: no flag column)."""
+
+    #: Left out of run ids at their default (see Component.resolved).
+    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("trial_episodes",)
 
     def validate(self) -> None:
         if self.arms < 2:
             raise SettingError("arms", f"expected at least 2 arms, got {self.arms}")
         if self.horizon < 1:
             raise SettingError("horizon", f"expected a positive horizon, got {self.horizon}")
+        if self.trial_episodes < 1:
+            raise SettingError(
+                "trial_episodes",
+                f"expected a positive number of episodes per trial, got {self.trial_episodes}",
+            )
         if self.prior.startswith("dependent") and self.arms != 2:
             raise SettingError("prior", f"the {self.prior} prior needs arms: 2, got arms: {self.arms}")
         if self.prior_alpha <= 0 or self.prior_beta <= 0:
@@ -145,12 +161,23 @@ class BernoulliBandit(Environment):
         self.transform = transform or BanditTransform()
         self.arms = config.arms
         self.action_count = config.arms
-        self.observation_size = config.arms + 2  # one-hot action, reward, time fraction
+        # one-hot action, reward, time fraction (and the done flag of trials)
+        self.observation_size = config.arms + 2 + (1 if config.trial_episodes > 1 else 0)
         self.time_horizon = config.horizon  # the time input is t / trained horizon
 
     @property
-    def horizon(self) -> int:
+    def trial_episodes(self) -> int:
+        return self.config.trial_episodes
+
+    @property
+    def episode_length(self) -> int:
+        """Pulls of one episode."""
         return self.config.horizon * self.transform.horizon_factor
+
+    @property
+    def horizon(self) -> int:
+        """Pulls of one sequence: the whole trial."""
+        return self.episode_length * self.trial_episodes
 
     def transformed(self, transform: BanditTransform) -> BernoulliBandit:
         """The same environment with an out-of-distribution transform (see BanditTransform)."""
@@ -222,10 +249,21 @@ class BernoulliBandit(Environment):
         return BanditState(tasks=state.tasks, t=t), observation, reward, t >= self.horizon
 
     def observation(self, action: Tensor, reward: Tensor, t: int) -> Tensor:
-        """RL^2 input after ``t`` pulls: one-hot last action, last reward, t / horizon."""
+        """RL^2 input after ``t`` pulls of the trial: one-hot last action, last reward, pulls of
+        this episode / trained horizon, and in trials the done flag (a new episode begins)."""
         one_hot = torch.nn.functional.one_hot(action, self.arms).to(reward.dtype)
-        time = torch.full_like(reward, t / self.time_horizon)
-        return torch.cat([one_hot, reward[:, None], time[:, None]], dim=1)  # (B, arms + 2)
+        new_episode = t % self.episode_length == 0 and t < self.horizon
+        pulls_this_episode = 0 if new_episode else t - self.episode_length * ((t - 1) // self.episode_length)
+        time = torch.full_like(reward, pulls_this_episode / self.time_horizon)
+        columns = [one_hot, reward[:, None], time[:, None]]
+        if self.trial_episodes > 1:
+            columns.append(torch.full_like(reward, float(new_episode))[:, None])
+        return torch.cat(columns, dim=1)  # (B, observation_size)
+
+    @staticmethod
+    def episode_start_observation(observation: Tensor) -> Tensor:
+        """What ``reset`` shows in place of ``observation`` (B, I): nothing (zeros)."""
+        return torch.zeros_like(observation)
 
     @staticmethod
     def expected_reward(state: BanditState, action: Tensor) -> Tensor:

@@ -8,6 +8,18 @@ In-context regression: the model predicts every target of held-out episodes; met
 mse_per_dim, regret_mse (against ridge, the exact Bayes predictor, on the same examples)
 and cumulative_regret_mse.
 
+Tabular MDPs: the agent acts step by step; metrics mean_reward, value_regret (against the
+true MDP's optimal action values) and cumulative_value_regret.
+
+Trials (an environment's ``trial_episodes: K``): an episode of the table is one whole trial
+of K episodes of the same task, its steps run over the trial's K x episode_length steps
+(per-step curves over the trial; per-episode sums within the trial are
+:func:`mesaprobe.metrics.episodes_in_trial` of them; episode metrics per trial).  With
+``carry_memory: false`` the agent's memory (a model's recurrent state or context, a
+baseline's statistics) is reset at every episode boundary, so each episode is played as if
+it were the first of its task: the gap to ``carry_memory: true`` is what learning across
+episodes is worth.
+
 Its out-of-distribution settings (longer episodes, shifted or squeezed prior, permuted
 arm labels, a mid-episode switch; for regression, inputs turned by a fixed random
 orthogonal matrix) transform the environment the agent was trained on; baselines play
@@ -29,11 +41,12 @@ memorisation signal.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import polars as pl
 import torch
 
+from mesaprobe.baselines.mdp import PlansWithTask
 from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BanditTransform
 from mesaprobe.envs.linear_regression import ProjectedRegression
@@ -78,6 +91,10 @@ class AdaptationConfig:
     and so fresh tasks keep their distribution: the control. With tasks: pool (the one
     out-of-distribution setting that combines with it) the pool's tasks appear in coordinates
     never trained on: a model that located memorised tasks loses its edge on them."""
+    carry_memory: bool = True
+    """In trials (trial_episodes > 1): whether the agent's memory carries across the episode
+    boundaries of a trial (true, as trained) or is reset at each boundary (false; no effect
+    on environments without trials)."""
     tasks: Literal["fresh", "pool"] = "fresh"
     """Which held-out tasks. fresh: new draws from the environment's prior. pool: draws
     from the pool of tasks the run was trained on (the environment's task_pool, the same
@@ -91,7 +108,7 @@ class AdaptationConfig:
 
     #: Left out of probe ids at their default (see Component.resolved): results recorded
     #: before the setting existed keep their ids and held-out tasks.
-    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("tasks", "project_inputs")
+    id_neutral_defaults: ClassVar[tuple[str, ...]] = ("tasks", "project_inputs", "carry_memory")
 
     def validate(self) -> None:
         for name in ("episodes", "batch"):
@@ -126,12 +143,18 @@ class AdaptationProbe(Probe):
     """Per-step expected reward, regret and cumulative regret on held-out tasks."""
 
     Config: ClassVar[type] = AdaptationConfig
-    serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction", "regression")
+    serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction", "regression", "mdp")
 
     @classmethod
     def not_applicable(cls, config: AdaptationConfig, kind: str) -> str | None:
         if (reason := super().not_applicable(config, kind)) is not None:
             return reason
+        if not config.carry_memory and kind not in ("bandit", "mdp"):
+            return "carry_memory applies to environments with trials (bandit and mdp) only"
+        if kind == "mdp":
+            if config.transform != BanditTransform() or config.project_inputs:
+                return "out-of-distribution settings do not apply to mdp environments"
+            return None
         if kind == "regression":
             if config.transform != BanditTransform():
                 return "horizon_factor, prior_alpha, prior_beta, squeeze, permute_labels and switch_at do not apply to regression"
@@ -166,6 +189,8 @@ class AdaptationProbe(Probe):
             raise UserError(f"probe settings: {reason}")
         if isinstance(trained, TaskPool) and config.permute_labels:
             return TaskPool(self.environment(trained.environment), trained.size, trained.key)
+        if trained.kind == "mdp":
+            return trained
         if trained.kind == "regression":
             return ProjectedRegression(trained) if config.project_inputs else trained
         if trained.kind == "bandit":
@@ -192,6 +217,8 @@ class AdaptationProbe(Probe):
         """
         task_generator, luck_generator, action_generator = heldout_streams(heldout_key, agent_key, device)
         kind = kind_of(environment)
+        if not self.config.carry_memory and environment.trial_episodes > 1:
+            agent = MemoryResetAtEpisodes(agent, environment)
         frames = []
         with torch.inference_mode():
             for start in range(0, self.config.episodes, self.config.batch):
@@ -200,6 +227,43 @@ class AdaptationProbe(Probe):
                 metrics = kind.step_metrics(agent, environment, tasks, luck_generator, action_generator)
                 frames.append(long_table(metrics, first_episode=start))
         return pl.concat(frames)
+
+
+@dataclass(frozen=True)
+class ResettingState:
+    inner: Any
+    """The wrapped agent's state."""
+    step: int
+    """Steps played so far in the trial."""
+    batch: int
+    horizon: int
+    device: torch.device | str
+
+
+class MemoryResetAtEpisodes(PlansWithTask):
+    """An agent whose memory is reset at every episode boundary of a trial (``carry_memory: false``):
+    at the first step of each episode it starts again from its initial state and sees what the
+    environment's reset shows (the previous episode's last action and reward are memory too)."""
+
+    def __init__(self, agent: Any, environment: Environment):
+        self.agent = agent
+        self.environment = environment
+
+    def for_tasks(self, tasks: Any) -> MemoryResetAtEpisodes:
+        if isinstance(self.agent, PlansWithTask):
+            return MemoryResetAtEpisodes(self.agent.for_tasks(tasks), self.environment)
+        return self
+
+    def initial_state(self, batch: int, horizon: int, device: torch.device | str) -> ResettingState:
+        return ResettingState(self.agent.initial_state(batch, horizon, device), 0, batch, horizon, device)
+
+    def act(self, state: ResettingState, observation: torch.Tensor, generator: torch.Generator):
+        inner = state.inner
+        if state.step > 0 and state.step % self.environment.episode_length == 0:
+            inner = self.agent.initial_state(state.batch, state.horizon, state.device)
+            observation = self.environment.episode_start_observation(observation)
+        inner, action = self.agent.act(inner, observation, generator)
+        return ResettingState(inner, state.step + 1, state.batch, state.horizon, state.device), action
 
 
 def heldout_streams(

@@ -1,0 +1,147 @@
+"""Trials: K episodes of one task as one sequence, memory carried (or reset) across boundaries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from mesaprobe.baselines import build_baseline
+from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
+from mesaprobe.envs.tabular_mdp import TabularMDP, TabularMDPConfig
+from mesaprobe.kinds import kind_of
+from mesaprobe.metrics import episodes_in_trial
+from mesaprobe.models import ARCHITECTURES, build_model
+from mesaprobe.probes.adaptation import AdaptationConfig, AdaptationProbe, MemoryResetAtEpisodes
+from mesaprobe.seeding import make_generator
+from mesaprobe.study import load_study, make_plan
+from mesaprobe.train import ALGORITHMS
+from mesaprobe.train.config import TrainingConfig
+from mesaprobe.train.state import TrainingState
+from tests.conftest import TINY_STUDY
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def observations(environment, steps: int) -> list[torch.Tensor]:
+    tasks = environment.sample_tasks(2, make_generator("tasks"), "cpu")
+    state, observation = environment.reset(tasks)
+    seen = [observation]
+    luck = make_generator("luck")
+    for t in range(steps):
+        state, observation, _, done = environment.step(state, torch.full((2,), t % 2), luck)
+        seen.append(observation)
+    assert done
+    return seen
+
+
+def test_one_episode_per_trial_is_the_bandit_as_before():
+    bandit = BernoulliBandit(BernoulliBanditConfig(arms=2, horizon=4))
+    assert (bandit.horizon, bandit.episode_length, bandit.observation_size) == (4, 4, 4)
+    seen = observations(bandit, 4)
+    assert [float(o[0, 3]) for o in seen] == [0.0, 0.25, 0.5, 0.75, 1.0]  # t / horizon
+
+
+def test_bandit_trials_restart_the_time_input_and_flag_each_boundary():
+    bandit = BernoulliBandit(BernoulliBanditConfig(arms=2, horizon=3, trial_episodes=3))
+    assert (bandit.horizon, bandit.episode_length, bandit.observation_size) == (9, 3, 5)
+    seen = observations(bandit, 9)
+    time = [round(float(o[0, 3]) * 3) for o in seen[:-1]]
+    done = [float(o[0, 4]) for o in seen[:-1]]
+    assert time == [0, 1, 2, 0, 1, 2, 0, 1, 2]
+    assert done == [0, 0, 0, 1, 0, 0, 1, 0, 0]
+    # The boundary's observation still carries the last pull of the previous episode.
+    assert float(seen[3][0, :2].sum()) == 1.0
+
+
+def test_mdp_trials_restart_the_state():
+    mdp = TabularMDP(TabularMDPConfig(states=4, actions=2, horizon=3, trial_episodes=2))
+    seen = observations(mdp, 6)
+    assert all(int(o[0, :4].argmax()) == 0 for o in (seen[0], seen[3]))
+    assert [float(o[0, -1]) for o in seen[:-1]] == [0, 0, 0, 1, 0, 0]
+
+
+def test_episodes_in_trial_sums_each_episode():
+    values = torch.arange(12.0).reshape(2, 6)
+    assert episodes_in_trial(values, 3).tolist() == [[3.0, 12.0], [21.0, 30.0]]
+
+
+def test_memory_reset_restarts_a_baseline_at_every_boundary():
+    bandit = BernoulliBandit(BernoulliBanditConfig(arms=3, horizon=4, trial_episodes=3))
+    agent = MemoryResetAtEpisodes(build_baseline("thompson", None, bandit), bandit)
+    tasks = bandit.sample_tasks(5, make_generator("tasks"), "cpu")
+    state, observation = bandit.reset(tasks)
+    agent_state = agent.initial_state(5, bandit.horizon, "cpu")
+    luck, actions = make_generator("luck"), make_generator("actions")
+    for t in range(bandit.horizon):
+        agent_state, action = agent.act(agent_state, observation, actions)
+        # Pulls counted so far: those of this episode before this step.
+        assert torch.equal(agent_state.inner.pulls.sum(dim=1), torch.full((5,), float(t % 4)))
+        state, observation, _, _ = bandit.step(state, action, luck)
+
+
+def play_probe(environment, baseline: str, carry_memory: bool, episodes: int = 300):
+    probe = AdaptationProbe(AdaptationConfig(episodes=episodes, batch=episodes, carry_memory=carry_memory))
+    played = probe.environment(environment)
+    table = probe.run(build_baseline(baseline, None, played), played, ("trials", 0), (baseline, "trials"))
+    regret = table.filter(table["metric"] == "value_regret").sort("episode", "step")["value"].to_numpy()
+    return torch.tensor(regret).reshape(episodes, environment.horizon)
+
+
+def test_carrying_memory_across_episodes_is_what_psrl_learns_from():
+    mdp = TabularMDP(TabularMDPConfig(states=4, actions=3, horizon=5, trial_episodes=6))
+    carried = episodes_in_trial(play_probe(mdp, "psrl", True), 5)  # (E, K)
+    reset = episodes_in_trial(play_probe(mdp, "psrl", False), 5)
+    # Both play the same tasks with the same luck; the first episode of a trial is the same game.
+    assert torch.allclose(carried[:, 0], reset[:, 0])
+    # With memory the last episode is far better than the first; reset, it is no better
+    # (mean differences over 300 trials against 5 standard errors).
+    for regrets, improves in ((carried, True), (reset, False)):
+        gain = regrets[:, 0] - regrets[:, -1]
+        bound = 5 * float(gain.std()) / len(gain) ** 0.5
+        assert (float(gain.mean()) > bound) == improves
+
+
+def spec_with(tmp_path, change):
+    data = yaml.safe_load(TINY_STUDY)
+    change(data)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return make_plan(load_study(path))
+
+
+def test_settings_at_their_default_leave_ids_unchanged(tmp_path):
+    before = spec_with(tmp_path, lambda data: None)
+
+    def explicit_defaults(data):
+        data["environments"]["bandit2"]["trial_episodes"] = 1
+        data["probes"]["adaptation"]["carry_memory"] = True
+
+    after = spec_with(tmp_path, explicit_defaults)
+    assert [run.id for run in before.runs] == [run.id for run in after.runs]
+    assert [job.probe.id for job in before.baseline_jobs] == [job.probe.id for job in after.baseline_jobs]
+
+    def trials(data):
+        data["environments"]["bandit2"]["trial_episodes"] = 2
+
+    assert {run.id for run in spec_with(tmp_path, trials).runs}.isdisjoint(run.id for run in before.runs)
+
+
+def test_a2c_trains_on_whole_trials():
+    mdp = TabularMDP(TabularMDPConfig(states=3, actions=2, horizon=3, trial_episodes=2))
+    torch.manual_seed(0)
+    model = build_model(
+        "gru",
+        ARCHITECTURES.get("gru").Config(hidden=8),
+        mdp.observation_size,
+        kind_of(mdp).output_size(mdp),
+        0,
+    )
+    config = TrainingConfig(algorithm="a2c", batch=4, env_steps=48)
+    state = TrainingState(
+        model, torch.optim.Adam(model.parameters(), lr=config.lr), make_generator("t"), make_generator("a")
+    )
+    before = [parameter.detach().clone() for parameter in model.parameters()]
+    statistics = ALGORITHMS.get("a2c").update(mdp, state, config, 4)
+    assert all(torch.isfinite(torch.as_tensor(value)) for value in statistics.values())
+    assert any(not torch.equal(old, new) for old, new in zip(before, model.parameters(), strict=True))
