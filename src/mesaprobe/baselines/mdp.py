@@ -224,10 +224,12 @@ class PSRLBaseline(MDPBaseline):
 
 @dataclass(frozen=True)
 class QLearningConfig:
-    optimistic_reward: float = 3.0
-    """Q_h(s, a) starts at (H - h) x optimistic_reward, an optimistic guess of the reward per
-    remaining step (3.0: the best of 0, 1, 2, 3, 4, 6 for the default MDP over 10 and 25
-    episodes, on tasks of a separate stream)."""
+    optimistic_reward: float = 1.0
+    """Q_h(s, a) starts at (H - h) x optimistic_reward, a guess of the reward per remaining
+    step. Tuned: 1.0 (the prior's mean reward, so optimistic for every action worse than
+    average, which is then tried again until its value falls below) had the highest mean return of 0, 1, 2, 3, 4, 6 on the default MDP over trials of 10 and
+    of 25 episodes, 500 trials each from a stream no probe uses: 117.5 and 324.3 against
+    113.2 / 300.2 for 0 and 114.7 / 314.7 for 2, standard errors 0.8 and 2.0)."""
 
     def validate(self) -> None:
         if not torch.isfinite(torch.tensor(self.optimistic_reward)):
