@@ -3,12 +3,15 @@
     python benchmarks/train_throughput.py                       # CPU (or CUDA if present)
     python benchmarks/train_throughput.py --device cuda --batches 512 4096 --json out.json
     python benchmarks/train_throughput.py --seeds 1 8 --batches 64   # several seeds per process
+    python benchmarks/train_throughput.py --environment mdp          # RL^2's tabular MDPs
 
 Each measurement times complete updates (acting step by step with the model, then the
 whole-episode forward/backward pass and the optimiser step) after warm-up updates, on
 2-armed uniform bandits with 100 pulls.  With ``--seeds S`` S seeds train together as in a
 job of ``training.seeds_per_job: S`` (stacked weights, ``batch`` episodes per seed) and the
-env steps of all S count.  Prints a table and writes JSON.
+env steps of all S count.  ``--environment mdp`` measures RL^2's tabular MDPs instead (10
+states, 5 actions, trials of 10 episodes of 10 steps: sequences of 100 steps, as the
+bandit's).  Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from mesaprobe.artifacts import provenance
 from mesaprobe.device import resolve_device, set_threads
 from mesaprobe.envs.base import Environment
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
+from mesaprobe.envs.tabular_mdp import TabularMDP, TabularMDPConfig
+from mesaprobe.kinds import kind_of
 from mesaprobe.models import ARCHITECTURES, SequenceModel, build_model
 from mesaprobe.models.stacked import stack_models
 from mesaprobe.seeding import SeedGenerators, make_generator
@@ -79,20 +84,32 @@ def time_updates(
     return time.perf_counter() - started
 
 
-def measure(name: str, batch: int, device: torch.device, updates: int, warmup: int, seeds: int = 1) -> dict:
+def measure(
+    name: str,
+    batch: int,
+    device: torch.device,
+    updates: int,
+    warmup: int,
+    seeds: int = 1,
+    environment_name: str = "bandit",
+) -> dict:
     """Env-steps/s of A2C training of model ``name`` on 2-armed uniform bandits with 100 pulls
-    (``seeds`` seeds at once, ``batch`` episodes each)."""
+    (or the MDP of :data:`ENVIRONMENTS`; ``seeds`` seeds at once, ``batch`` episodes each)."""
     family, settings = MODELS[name]
-    environment = BernoulliBandit(BernoulliBanditConfig(arms=2, horizon=100))
+    environment = ENVIRONMENTS[environment_name]()
     config = TrainingConfig(batch=batch, env_steps=batch * 100 * (updates + warmup))
     config_of_family = ARCHITECTURES.get(family).Config(**settings)
-    models = [build_model(family, config_of_family, environment.observation_size, 3) for _ in range(seeds)]
+    outputs = kind_of(environment).output_size(environment)
+    models = [
+        build_model(family, config_of_family, environment.observation_size, outputs) for _ in range(seeds)
+    ]
     model = (models[0] if seeds == 1 else stack_models(models)).to(device)
     if seeds > 1:
         environment = SeedEnvironments([environment] * seeds)
     seconds = time_updates(environment, training_state(model, config, device, seeds), config, updates, warmup)
     steps = updates * batch * environment.horizon * seeds
     return {
+        "environment": environment_name,
         "model": name,
         "parameters": sum(parameter.numel() for parameter in models[0].parameters()),
         "seeds": seeds,
@@ -117,6 +134,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batches", nargs="+", type=int, default=[64, 256])
     parser.add_argument("--seeds", nargs="+", type=int, default=[1], help="seeds trained together")
+    parser.add_argument("--environment", default="bandit", choices=list(ENVIRONMENTS))
     parser.add_argument("--updates", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--json", type=Path, default=Path("benchmarks/train_throughput.json"))
@@ -129,7 +147,9 @@ def main() -> None:
     for name in arguments.models:
         for seeds in arguments.seeds:
             for batch in arguments.batches:
-                row = measure(name, batch, device, arguments.updates, arguments.warmup, seeds)
+                row = measure(
+                    name, batch, device, arguments.updates, arguments.warmup, seeds, arguments.environment
+                )
                 rows.append(row)
                 print(f"{name:<20}{seeds:>6}{batch:>8}{row['env_steps_per_second']:>16,.0f}", flush=True)
     write_json(arguments.json, rows, device)
