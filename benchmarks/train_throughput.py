@@ -47,6 +47,13 @@ MODELS = {
 }
 
 
+#: The environments measured, each with sequences of 100 steps.
+ENVIRONMENTS = {
+    "bandit": lambda: BernoulliBandit(BernoulliBanditConfig(arms=2, horizon=100)),
+    "mdp": lambda: TabularMDP(TabularMDPConfig(states=10, actions=5, horizon=10, trial_episodes=10)),
+}
+
+
 def training_state(
     model: SequenceModel, config: TrainingConfig, device: torch.device, seeds: int = 1
 ) -> TrainingState:
