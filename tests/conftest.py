@@ -67,6 +67,13 @@ def run_all_jobs(plan, results: Path, resamples: int) -> dict[str, Path]:
         results / "tables",
         resamples=resamples,
         inside_paths=[results / path for path in plan.inside_inputs],
+        references=plan.references,
+        training_runs=[
+            TrainedRun(
+                results / run.directory / jobs.TRAIN_MANIFEST, run.environment.label, run.variant, run.agent
+            )
+            for run in plan.runs
+        ],
     )
 
 

@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+import scipy.stats
 
 from mesaprobe.analysis.charts import make_charts
 from mesaprobe.analysis.collect import collect, episode_metric_values, paper_table
-from mesaprobe.analysis.stats import two_level_bootstrap, two_level_weights
 from mesaprobe.analysis.tables import (
     CURVE_BANDS_COLUMNS,
     CURVES_COLUMNS,
@@ -177,7 +175,7 @@ def test_collect_writes_exact_schemas(tiny_tables: dict[str, Path]) -> None:
     csv = pl.read_csv(tiny_tables["summary_csv"], schema=SUMMARY_COLUMNS)
     assert csv.equals(pl.read_parquet(tiny_tables["summary"]))
     provenance = json.loads(tiny_tables["provenance"].read_text())
-    assert provenance["resamples"] == 200 and provenance["confidence"] == 0.95
+    assert provenance["confidence"] == 0.95 and provenance["inside_bootstrap"]["resamples"] == 200
     assert [len(entry["sha256"]) for entry in provenance["inputs"]] == [64, 64]
     assert "versions" in provenance["provenance"]
 
@@ -190,6 +188,13 @@ def test_collect_tiny_study_exact_values(tiny_tables: dict[str, Path]) -> None:
     for row in summary.iter_rows(named=True):
         assert row["mean"] == TINY_EPISODE_METRICS[row["metric"]]
         assert (row["seeds"], row["episodes"]) == (1, 2)
+    # One training seed: no interval, and the reason; the baseline's is over its episodes.
+    gru = summary.filter(pl.col("agent") == "gru")
+    assert gru["ci_low"].null_count() == 3 and gru["ci_high"].null_count() == 3
+    assert set(gru["interval"]) == {"training seeds (Student t)"}
+    assert set(gru["interval_note"]) == {"1 training seeds; an interval needs at least 3"}
+    thompson = summary.filter(pl.col("agent") == "thompson")
+    assert set(thompson["interval"]) == {"episodes (Student t)"} and set(thompson["interval_note"]) == {""}
 
     curves = pl.read_parquet(tiny_tables["curves"]).filter(pl.col("agent") == "gru")
     regret = curves.filter(pl.col("metric") == "regret").sort("step")
@@ -197,14 +202,14 @@ def test_collect_tiny_study_exact_values(tiny_tables: dict[str, Path]) -> None:
     assert regret["episodes"].to_list() == [2, 2, 2]
     assert curves["metric"].to_list() == [m for m in BANDIT_METRICS.step_metrics for _ in range(3)]
 
-    bands = pl.read_parquet(tiny_tables["curve_bands"]).filter(
-        (pl.col("agent") == "gru") & (pl.col("metric") == "cumulative_regret")
-    )
-    assert bands["mean"].to_list() == [0.625, 0.75, 1.0]
-    # With two episodes every resampled mean lies between the two episodes' values.
-    lows, highs = [0.5, 0.5, 0.5], [0.75, 1.0, 1.5]
-    assert all(lo <= ci for lo, ci in zip(lows, bands["ci_low"], strict=True))
-    assert all(ci <= hi for hi, ci in zip(highs, bands["ci_high"], strict=True))
+    bands = pl.read_parquet(tiny_tables["curve_bands"]).filter(pl.col("metric") == "cumulative_regret")
+    assert bands.filter(pl.col("agent") == "gru")["mean"].to_list() == [0.625, 0.75, 1.0]
+    # The baseline's interval over its two episodes: mean +- t(0.975, 1) * sd / sqrt(2), where
+    # sd / sqrt(2) of two values is half their distance: 12.706 * |a - b| / 2.
+    thompson = bands.filter(pl.col("agent") == "thompson")
+    half_width = scipy.stats.t.ppf(0.975, 1) * np.abs(np.array([0.75, 1.0, 1.5]) - 0.5) / 2
+    np.testing.assert_allclose(thompson["ci_high"] - thompson["mean"], half_width, rtol=1e-12)
+    np.testing.assert_allclose(thompson["mean"] - thompson["ci_low"], half_width, rtol=1e-12)
 
 
 def test_episode_metrics_use_the_adaptation_window() -> None:
@@ -266,7 +271,7 @@ def test_collect_tiny_prediction_study_exact_values(tmp_path: Path) -> None:
         row["metric"]: row for row in summary.filter(pl.col("agent") == "bayes_optimal").iter_rows(named=True)
     }
     assert bayes["total_logloss_bits"]["mean"] == (1.5 + 2.5) / 2
-    # The Bayes-optimal predictor has zero regret in every resample.
+    # The Bayes-optimal predictor has zero regret in every episode: a zero-width interval.
     for metric in ("cumulative_regret_bits", "adaptation"):
         assert (bayes[metric]["mean"], bayes[metric]["ci_low"], bayes[metric]["ci_high"]) == (0.0, 0.0, 0.0)
 
@@ -278,8 +283,15 @@ def test_collect_tiny_prediction_study_exact_values(tmp_path: Path) -> None:
 
     table = pl.read_csv(tables["total_reward_table"])
     assert table.columns == ["environment", "probe", "metric", "bayes_optimal", "gru"]
-    assert table.row(0) == ("markov", "prediction", "total_logloss_bits", "2.0 [1.5, 2.5]", table["gru"][0])
-    assert table["gru"][0].startswith("2.88 [")
+    # bayes_optimal: 2.0 +- t(0.975, 1) * 0.5 over its two episodes (1.5 and 2.5).
+    assert table.row(0) == (
+        "markov",
+        "prediction",
+        "total_logloss_bits",
+        "2.0 [-4.35, 8.35]",
+        table["gru"][0],
+    )
+    assert table["gru"][0] == "2.88 [no interval]"  # one training seed
 
 
 def test_a_table_mixing_metric_families_is_rejected(tmp_path: Path) -> None:
@@ -326,52 +338,43 @@ def bernoulli_study(
     return paths, regret_probability
 
 
-def test_bootstrap_bands_cover_the_true_mean_with_the_expected_width(
+def test_bands_are_student_t_over_seeds_for_architectures_and_over_episodes_for_baselines(
     bernoulli_study: tuple[list[Path], dict[str, float]], tmp_path: Path
 ) -> None:
     paths, regret_probability = bernoulli_study
     seeds, episodes_per_seed, horizon = 3, 400, 20
-    tables = collect(paths, tmp_path, resamples=2000, seed=7)
-    bands = pl.read_parquet(tables["curve_bands"])
-    width_ratios = []
-    for agent, probability in regret_probability.items():
-        regret = bands.filter((pl.col("agent") == agent) & (pl.col("metric") == "regret"))
-        assert regret.height == horizon
-        assert set(regret["seeds"]) == {seeds}
-        assert set(regret["episodes"]) == {seeds * episodes_per_seed}
-        standard_error = math.sqrt(probability * (1 - probability) / (seeds * episodes_per_seed))
-        # Every step's mean is within 4 standard errors of the true regret probability.
-        assert (regret["mean"] - probability).abs().max() < SIGMAS * standard_error
-        assert (regret["ci_low"] <= regret["mean"]).all()
-        assert (regret["mean"] <= regret["ci_high"]).all()
-        width = regret["ci_high"] - regret["ci_low"]
-        width_ratios += (width / (2 * Z_95 * standard_error)).to_list()
-    # Seeds here differ only by episode noise, so the two-level bootstrap counts that
-    # noise twice: interval variance = SE^2 * (1 + (S-1)/S * X), X ~ chi2_{S-1}/(S-1),
-    # mean factor 2 - 1/S = 5/3 (width ratio ~1.29).  Averaged over 40 independent
-    # steps the ratio has a standard deviation of about 0.04, so [1.13, 1.45] is a
-    # 4-sigma band; no single step can fall below the episode-level width (ratio 1,
-    # less bootstrap noise of a few percent).
-    assert 1.13 < np.mean(width_ratios) < 1.45
-    assert min(width_ratios) > 0.85
-    # 95% intervals (conservative here) cover the truth at nearly every step.
-    coverage = (
-        bands.filter(pl.col("metric") == "regret")
-        .with_columns(truth=pl.col("agent").replace_strict(regret_probability))
-        .select(((pl.col("ci_low") <= pl.col("truth")) & (pl.col("truth") <= pl.col("ci_high"))).mean())
-        .item()
+    tables = collect(paths, tmp_path)
+    bands = pl.read_parquet(tables["curve_bands"]).filter(pl.col("metric") == "regret").sort("agent", "step")
+    raw = pl.concat([pl.read_parquet(path) for path in paths]).filter(pl.col("metric") == "regret")
+    t_seeds, t_episodes = (
+        scipy.stats.t.ppf(0.975, seeds - 1),
+        scipy.stats.t.ppf(0.975, seeds * episodes_per_seed - 1),
     )
-    assert coverage >= 0.9
+    for agent, probability in regret_probability.items():
+        rows = bands.filter(pl.col("agent") == agent)
+        assert rows.height == horizon and set(rows["seeds"]) == {seeds}
+        values = raw.filter(pl.col("agent") == agent)
+        standard_error = math.sqrt(probability * (1 - probability) / (seeds * episodes_per_seed))
+        assert (rows["mean"] - probability).abs().max() < SIGMAS * standard_error
+        if agent == "gru":  # an architecture: Student t on the three per-seed means
+            per_seed = values.group_by("step", "seed").agg(pl.col("value").mean()).sort("step", "seed")
+            means = per_seed["value"].to_numpy().reshape(horizon, seeds)
+            expected = t_seeds * means.std(axis=1, ddof=1) / math.sqrt(seeds)
+            assert set(rows["interval"]) == {"training seeds (Student t)"}
+        else:  # a baseline: Student t over all 1200 episodes
+            episodes = values.sort("step", "seed", "episode")["value"].to_numpy().reshape(horizon, -1)
+            expected = t_episodes * episodes.std(axis=1, ddof=1) / math.sqrt(seeds * episodes_per_seed)
+            assert set(rows["interval"]) == {"episodes (Student t)"}
+        np.testing.assert_allclose((rows["ci_high"] - rows["ci_low"]).to_numpy() / 2, expected, rtol=1e-9)
 
     summary = pl.read_parquet(tables["summary"])
     for agent, probability in regret_probability.items():
-        rows = summary.filter((pl.col("agent") == agent) & (pl.col("metric") == "total_reward"))
-        total = rows.row(0, named=True)
+        total = summary.filter((pl.col("agent") == agent) & (pl.col("metric") == "total_reward")).row(
+            0, named=True
+        )
         # Total reward is a sum of 20 independent Bernoulli(1 - p) steps per episode.
-        variance = horizon * probability * (1 - probability)
-        total_se = math.sqrt(variance / (seeds * episodes_per_seed))
+        total_se = math.sqrt(horizon * probability * (1 - probability) / (seeds * episodes_per_seed))
         assert abs(total["mean"] - horizon * (1 - probability)) < SIGMAS * total_se
-        assert total["ci_low"] < horizon * (1 - probability) < total["ci_high"]
 
 
 def test_collect_is_deterministic(
@@ -382,8 +385,9 @@ def test_collect_is_deterministic(
     second = collect(list(reversed(paths)), tmp_path / "second", resamples=300)
     for key in ("curves", "curve_bands", "summary", "summary_csv"):
         assert first[key].read_bytes() == second[key].read_bytes(), key
+    # The bootstrap seed is the inside tables'; curve intervals are exact (Student t).
     other_seed = collect(paths, tmp_path / "other", resamples=300, seed=1)
-    assert other_seed["curve_bands"].read_bytes() != first["curve_bands"].read_bytes()
+    assert other_seed["curve_bands"].read_bytes() == first["curve_bands"].read_bytes()
 
 
 def test_an_agents_interval_does_not_depend_on_other_agents(
@@ -437,52 +441,6 @@ def test_seeds_split_over_files_are_merged(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- bootstrap
-
-
-def test_one_seed_bootstrap_is_the_episode_bootstrap() -> None:
-    rng = np.random.default_rng(3)
-    episodes, probability = 2000, 0.3
-    values = (rng.random((episodes, 1)) < probability).astype(np.float64)
-    interval = two_level_bootstrap(values, [episodes], 4000, 0.95, np.random.default_rng(0))
-    sample_se = values.std(ddof=1) / math.sqrt(episodes)
-    width = float(interval.ci_high[0] - interval.ci_low[0])
-    # Bootstrap sd equals the sample SE up to (n-1)/n; 4000 resamples put about 3%
-    # Monte Carlo error on the percentile width, so +-10% is beyond 3 sigma.
-    assert abs(width / (2 * Z_95 * sample_se) - 1) < 0.10
-    assert interval.mean[0] == values.mean()
-
-
-def test_two_level_bootstrap_resamples_seeds() -> None:
-    # Episodes are constant within a seed: an episode bootstrap would give a zero-width
-    # interval, the seed level gives the spread of means of 3 draws from {1/4, 1/2, 3/4}.
-    # P(all three draws are the lowest seed) = 1/27 > 2.5%, so with 4000 resamples
-    # (148 +- 12 such resamples, 100 needed) the interval is exactly [1/4, 3/4].
-    values = np.repeat([0.25, 0.5, 0.75], 4)[:, None]
-    interval = two_level_bootstrap(values, [4, 4, 4], 4000, 0.95, np.random.default_rng(1))
-    assert (interval.mean[0], interval.ci_low[0], interval.ci_high[0]) == (0.5, 0.25, 0.75)
-
-
-@settings(max_examples=30, deadline=None)
-@given(
-    episodes_per_seed=st.lists(st.integers(1, 12), min_size=1, max_size=5),
-    seed=st.integers(0, 2**32 - 1),
-)
-def test_two_level_weights_draw_each_seed_slot_in_full(episodes_per_seed: list[int], seed: int) -> None:
-    weights = two_level_weights(episodes_per_seed, 50, np.random.default_rng(seed))
-    counts = np.asarray(episodes_per_seed)
-    assert weights.shape == (50, counts.sum())
-    assert np.all(weights >= 0) and np.all(weights == np.round(weights))
-    per_seed_draws = np.add.reduceat(weights, np.r_[0, np.cumsum(counts)[:-1]], axis=1)  # (R, S)
-    # Every resample draws S seed slots, each with all of its seed's n_s episodes.
-    assert np.all(per_seed_draws % counts == 0)
-    np.testing.assert_array_equal((per_seed_draws / counts).sum(axis=1), len(counts))
-
-
-def test_two_level_weights_are_unbiased() -> None:
-    # E[weight of an episode] = E[times its seed is drawn] * n_s * (1/n_s) = 1.
-    weights = two_level_weights([3, 5], 20000, np.random.default_rng(5))
-    standard_error = weights.std(axis=0) / math.sqrt(weights.shape[0])
-    assert np.all(np.abs(weights.mean(axis=0) - 1) < SIGMAS * standard_error)
 
 
 # --------------------------------------------------------------------------- charts
@@ -572,7 +530,10 @@ def test_make_charts_writes_offline_html_and_svg(tmp_path: Path) -> None:
         assert "<script src=" not in text  # vega, vega-lite and vega-embed are inlined
         spec = html_spec(path)
         assert spec["$schema"].startswith("https://vega.github.io/schema/vega-lite/")
-        assert spec["title"]["subtitle"] == "mean over 2 seeds x 40 episodes, 95% bootstrap CI"
+        assert spec["title"]["subtitle"] == (
+            "mean over 2 seeds x 40 episodes, 95% CI: Student t over training seeds "
+            "(architectures; none under 3 seeds), over episodes (baselines)"
+        )
 
     regret_spec = html_spec(tmp_path / "charts" / f"{stems[0]}.html")
     band, line = regret_spec["layer"]

@@ -13,6 +13,7 @@ import yaml
 
 from mesaprobe.errors import SpecError
 from mesaprobe.study import load_study, make_plan, study_schema
+from mesaprobe.study.references import Reference
 from mesaprobe.train.config import TrainingConfig
 from tests.conftest import REPO, TINY_STUDY
 
@@ -37,9 +38,11 @@ def test_every_shipped_study_is_valid(spec):
 
 def test_quickstart_plan():
     plan = make_plan(load_study(REPO / "specs" / "quickstart.yaml"))
-    assert len(plan.runs) == 8  # 4 architectures x 2 seeds
-    assert len(plan.probe_jobs) == 8
-    assert len(plan.baseline_jobs) == 5 * 2  # 5 baselines x 2 seeds
+    assert len(plan.runs) == 12  # 4 architectures x 3 seeds
+    assert len(plan.probe_jobs) == 12
+    assert len(plan.baseline_jobs) == 6 * 3  # 6 baselines x 3 seeds
+    # The exact optimum plays the same tasks, so regret is also a ratio to the optimum's.
+    assert plan.references[("bandit2", "adaptation")] == Reference("bayes_optimal", "optimum")
     assert {run.agent for run in plan.runs} == {"gru", "lstm", "transformer", "memoryless"}
 
 

@@ -55,9 +55,15 @@ def views_and_probes(study) -> tuple[list[tuple[str, str]], list[str]]:
     return views, [probe.label for probe in study.probes]
 
 
-def chart_files(views, probes, sweeps=None) -> list[str]:
-    """The files of the charts of the curve bands and summary of these environments, probes and sweeps."""
-    return [name for chart in summary_charts(views, probes, sweeps) for name in chart.files]
+def chart_files(views, probes, sweeps=None, ratios=()) -> list[str]:
+    """The files of the charts of the curve bands and summary of these environments, probes and
+    sweeps (and the regret-ratio charts of ``ratios``)."""
+    return [name for chart in summary_charts(views, probes, sweeps, ratios) for name in chart.files]
+
+
+def regret_ratios(study) -> list[tuple[str, str]]:
+    """The (environment, probe) pairs whose regret ratio the study states."""
+    return [key for key, reference in make_plan(study).references.items() if reference.regret_ratio]
 
 
 def html_spec(path: Path) -> dict:
@@ -179,7 +185,10 @@ def sweep_results(tmp_path_factory) -> tuple:
 def test_chart_command_writes_exactly_the_predicted_files(sweep_results) -> None:
     study, results = sweep_results
     views, probes = views_and_probes(study)
-    expected = chart_files(views, probes, study_sweeps(study))
+    learning_curves = [
+        f"{learning_curve_stem(view)}.{suffix}" for view, _ in views for suffix in CHART_FORMATS
+    ]
+    expected = chart_files(views, probes, study_sweeps(study), regret_ratios(study)) + learning_curves
     assert sorted(path.name for path in (results / "charts").iterdir()) == sorted(expected)
     assert [name for chart in chart_outputs(study) for name in chart.files] == expected
     sweep_files = sorted(name for name in expected if name.startswith(("transition_", "window_")))
@@ -199,9 +208,14 @@ def test_chart_command_writes_exactly_the_predicted_files(sweep_results) -> None
     )
     # Existing chart names are unchanged.
     assert "total_reward_bandit2-task_pool-4_window-w-1.html" in expected
-    assert chart_files(views, probes) == [
-        name for name in expected if not name.startswith(("transition_", "window_"))
+    assert chart_files(views, probes, ratios=regret_ratios(study)) == [
+        name for name in expected if not name.startswith(("transition_", "window_", "learning_curve"))
     ]
+    # Regret ratios only where the exact optimum plays fresh tasks (not on a replayed pool).
+    assert "regret_ratio_bandit2-task_pool-1_adaptation.html" in expected
+    assert not any(
+        name.startswith("regret_ratio_") and name.split(".")[0].endswith("_pool") for name in expected
+    )
 
 
 def test_transition_chart_has_one_point_per_probe_pool_size_and_agent(sweep_results) -> None:

@@ -163,6 +163,9 @@ def run_command(arguments: argparse.Namespace) -> int:
             for skip in plan.skipped:
                 print(f"skip  {skip}")
         return 0
+    if arguments.command == "summary":
+        chart_files = [name for chart in chart_outputs(study, plan) for name in chart.files]
+        return summary_command(arguments, study, chart_files)
 
     # The steps' modules load torch, polars and every registry: only for a step that runs.
     from mesaprobe import jobs
@@ -202,7 +205,7 @@ def run_command(arguments: argparse.Namespace) -> int:
     elif arguments.command == "chart":
         from mesaprobe.analysis.charts import make_charts  # altair: for the chart step only
 
-        written = make_charts(results / "tables", results / "charts", chart_outputs(study))
+        written = make_charts(results / "tables", results / "charts", chart_outputs(study, plan))
         print("\n".join(str(path) for path in written))
     return 0
 

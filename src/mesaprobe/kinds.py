@@ -49,6 +49,11 @@ class EnvironmentKind:
     #: Played by an agent choosing actions (trained by a2c/ppo, a policy and a value head);
     #: otherwise predicted (the model's outputs are its predictions).
     acting: ClassVar[bool]
+    #: How an agent's distance to the optimum is stated as a ratio (:mod:`mesaprobe.analysis.differences`):
+    #: ``optimum``: its cumulative regret over the exact optimum's on the same tasks (the
+    #: optimum baseline must play them); ``own``: its loss over the exact Bayes predictor's on
+    #: the same sequences, which its own table carries (loss minus regret); None: no ratio.
+    regret_ratio: ClassVar[Literal["optimum", "own"] | None] = None
 
     def output_size(self, environment: Environment) -> int:
         """Outputs of a model of this environment."""
@@ -90,6 +95,7 @@ class BanditKind(ActingKind):
     """Bandits: regret against the best arm's expected reward, per pull."""
 
     metrics: ClassVar[MetricFamily] = BANDIT_METRICS
+    regret_ratio: ClassVar[Literal["optimum", "own"] | None] = "optimum"
 
     def step_metrics(
         self,
@@ -138,6 +144,7 @@ class PredictionKind(EnvironmentKind):
 
     metrics: ClassVar[MetricFamily] = PREDICTION_METRICS
     acting: ClassVar[bool] = False
+    regret_ratio: ClassVar[Literal["optimum", "own"] | None] = "own"
 
     def output_size(self, environment: Environment) -> int:
         return environment.symbols
@@ -165,6 +172,7 @@ class RegressionKind(EnvironmentKind):
 
     metrics: ClassVar[MetricFamily] = REGRESSION_METRICS
     acting: ClassVar[bool] = False
+    regret_ratio: ClassVar[Literal["optimum", "own"] | None] = "own"
 
     def output_size(self, environment: Environment) -> int:
         return 1

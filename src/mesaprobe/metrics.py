@@ -239,6 +239,14 @@ EPISODE_METRICS = tuple(
     dict.fromkeys(name for family in METRIC_FAMILIES.values() for name in family.episode_metrics)
 )
 
+#: Distance to the exact optimum as a ratio, a summary row of every agent where an exact
+#: reference plays the same tasks (:mod:`mesaprobe.analysis.differences`).  Bandits: the
+#: agent's cumulative regret divided by the Bayes-optimal agent's on the same tasks.
+#: Prediction and regression: the agent's total log-loss (squared error) divided by the exact
+#: Bayes predictor's (ridge's) on the same sequences.  1 is the optimum; 1.25 is 25% more
+#: regret (or loss) than the optimum.
+REGRET_RATIO = "regret_ratio"
+
 #: Fraction of the episode at each end compared by ``adaptation``.
 ADAPTATION_FRACTION = 0.1
 

@@ -14,6 +14,13 @@ rule collect:
             category="Tables",
             labels={"table": "summary"},
         ),
+        differences=f"{OUT}/tables/differences.parquet",
+        differences_csv=report(
+            f"{OUT}/tables/differences.csv",
+            caption="../report/differences.rst",
+            category="Tables",
+            labels={"table": "paired differences"},
+        ),
         total_reward_table=report(
             f"{OUT}/tables/total_reward_table.csv",
             caption="../report/total_reward_table.rst",

@@ -42,7 +42,7 @@ from mesaprobe.analysis.chart_style import (
     seeds_subtitle,
     view_title,
 )
-from mesaprobe.metrics import MetricFamily, family_of_metric
+from mesaprobe.metrics import REGRET_RATIO, MetricFamily, family_of_metric
 from mesaprobe.study.sweeps import PoolSweep, WindowSweep
 
 
@@ -139,6 +139,50 @@ def total_chart(
     title = view_title(family, metric, first["environment"], first["probe"], seeds_subtitle(rows, confidence))
     bar_height = max(HEIGHT // 2, 24 * rows.height)
     return alt.layer(bars, error_bars).properties(width=WIDTH, height=bar_height, title=title)
+
+
+def regret_ratio_chart(summary: pl.DataFrame, agents: list[str], confidence: float) -> alt.LayerChart:
+    """Horizontal bars of each agent's regret ratio to the exact optimum with its interval, best
+    (smallest) first, and a rule at 1 (the optimum).  ``summary`` holds the summary rows of one
+    (environment, probe)."""
+    rows = summary.filter(pl.col("metric") == REGRET_RATIO).sort("agent")
+    first = rows.row(0, named=True)
+    data = rows.select("agent", "agent_kind", "mean", "ci_low", "ci_high", "interval", "interval_note")
+    y = alt.Y("agent:N", sort=alt.EncodingSortField(field="mean", order="ascending"), title="agent")
+    x_title = "regret ratio to the exact optimum (1 = optimal)"
+    bars = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            x=alt.X("mean:Q", title=x_title),
+            y=y,
+            color=agent_color(agents, legend=False),
+            tooltip=[
+                alt.Tooltip("agent:N"),
+                alt.Tooltip("agent_kind:N", title="agent kind"),
+                *interval_tooltips(confidence, digits=3),
+                alt.Tooltip("interval:N", title="interval over"),
+                alt.Tooltip("interval_note:N", title="note"),
+            ],
+        )
+    )
+    error_bars = (
+        alt.Chart(data)
+        .mark_errorbar(ticks=True, color="black")
+        .encode(x=alt.X("ci_low:Q", title=x_title), x2="ci_high:Q", y=y)
+    )
+    optimum = (
+        alt.Chart(pl.DataFrame({"ratio": [1.0]}))
+        .mark_rule(strokeDash=[4, 3], color="black")
+        .encode(x="ratio:Q")
+    )
+    title = alt.TitleParams(
+        text=f"Regret ratio to the exact optimum: {first['environment']}, probe {first['probe']}",
+        subtitle=seeds_subtitle(rows, confidence),
+        anchor="start",
+    )
+    bar_height = max(HEIGHT // 2, 24 * rows.height)
+    return alt.layer(bars, error_bars, optimum).properties(width=WIDTH, height=bar_height, title=title)
 
 
 def overview_chart(summary: pl.DataFrame, family: MetricFamily, agents: list[str], confidence: float):

@@ -72,7 +72,7 @@ def count_text(counts: list[int]) -> str:
 
 
 def seeds_subtitle(rows: pl.DataFrame, confidence: float) -> str:
-    """``mean over N seeds x M episodes, 95% bootstrap CI`` (M episodes per seed) of summary rows."""
+    """``mean over N seeds x M episodes, 95% CI ...`` (M episodes per seed) of summary rows."""
     per_agent = rows.group_by("agent").agg(pl.col("seeds").first(), pl.col("episodes").first())
     seeds = per_agent["seeds"].to_list()
     episodes_per_seed = [
@@ -81,7 +81,8 @@ def seeds_subtitle(rows: pl.DataFrame, confidence: float) -> str:
     ]
     return (
         f"mean over {count_text(seeds)} seeds x {count_text(episodes_per_seed)} episodes, "
-        f"{confidence:.0%} bootstrap CI"
+        f"{confidence:.0%} CI: Student t over training seeds (architectures; none under 3 seeds), "
+        "over episodes (baselines)"
     )
 
 

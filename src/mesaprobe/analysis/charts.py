@@ -31,6 +31,7 @@ from mesaprobe.analysis.chart_builders import (
     WINDOW_END,
     curve_chart,
     overview_chart,
+    regret_ratio_chart,
     sweep_chart,
     total_chart,
     transition_data,
@@ -42,7 +43,8 @@ from mesaprobe.analysis.inside_charts import INSIDE_CHARTS
 from mesaprobe.analysis.tables import CURVE_BANDS_COLUMNS, SUMMARY_COLUMNS, TABLE_FILES, read_table
 from mesaprobe.artifacts import atomic_path, read_json
 from mesaprobe.errors import ArtifactError
-from mesaprobe.study.outputs import CHART_FORMATS, Chart
+from mesaprobe.metrics import REGRET_RATIO
+from mesaprobe.study.outputs import CHART_FORMATS, LEARNING_CURVE, Chart
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,25 @@ def _draw(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
         return _transition_chart(chart, tables)
     if chart.chart == "window":
         return _window_chart(chart, tables)
+    if chart.chart == LEARNING_CURVE:  # from the training table (mesaprobe.analysis.training_charts)
+        return draw_learning_curve(tables.directory, chart.environment, tables.agents)
+    if chart.chart == REGRET_RATIO:
+        return _regret_ratio_chart(chart, tables)
+    if chart.plots == "ladder":  # from the summary's cost columns (mesaprobe.analysis.ladder_charts)
+        return ladder_chart(tables.directory, chart, tables.agents, tables.confidence)
     return _view_chart(chart, tables)
+
+
+def _regret_ratio_chart(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
+    """The regret ratios of one (environment, probe)."""
+    key = (chart.environment, chart.probe)
+    view_summary = tables.view_summaries.get(key)
+    if view_summary is None or REGRET_RATIO not in set(view_summary["metric"]):
+        raise ArtifactError(
+            tables.directory / TABLE_FILES["summary"],
+            f"no {REGRET_RATIO} rows for environment {key[0]!r}, probe {key[1]!r}; collect with the study's plan",
+        )
+    return regret_ratio_chart(view_summary, tables.agents, tables.confidence)
 
 
 def _view_chart(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:

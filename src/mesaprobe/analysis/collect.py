@@ -6,16 +6,28 @@ and writes, atomically, into the study's ``tables/`` folder:
 * ``curves.parquet`` (:data:`~mesaprobe.analysis.tables.CURVES_COLUMNS`): per seed,
   each step metric averaged over that seed's episodes;
 * ``curve_bands.parquet`` (:data:`~mesaprobe.analysis.tables.CURVE_BANDS_COLUMNS`):
-  the mean over seeds of those per-seed curves, with a two-level bootstrap confidence
-  interval (:mod:`mesaprobe.analysis.stats`);
+  the mean over seeds of those per-seed curves, with a confidence interval
+  (:mod:`mesaprobe.analysis.stats`): over training seeds for an architecture (Student t on
+  the per-seed means; none with fewer than 3 seeds, the reason in ``interval_note``), over
+  episodes for a baseline; the ``interval`` column says which;
 * ``summary.parquet`` and ``summary.csv`` (:data:`~mesaprobe.analysis.tables.SUMMARY_COLUMNS`):
-  the episode metrics of each group's metric family, summarised the same way;
+  the episode metrics of each group's metric family, summarised the same way, and its
+  ``regret_ratio`` where an exact reference plays the same tasks;
+* ``differences.parquet`` and ``differences.csv``
+  (:data:`~mesaprobe.analysis.tables.DIFFERENCES_COLUMNS`): paired differences on shared
+  tasks (:mod:`mesaprobe.analysis.differences`);
 * ``total_reward_table.csv``: every agent's family total (``total_reward`` for
   bandits, ``total_logloss_bits`` for sequence prediction) per environment and probe;
 * ``inside.parquet`` and ``inside.csv``: the summary of the study's inside tables
   (read-outs, fitted learners, in-weights learning; :mod:`mesaprobe.analysis.inside`),
   empty when the study has no such probe;
-* ``tables.json``: provenance (inputs with sha256, bootstrap settings, versions).
+* ``training.parquet``: every run's training history, from its ``train.json``
+  (:mod:`mesaprobe.analysis.training`; empty without ``training_runs``), for the learning curves;
+* ``tables.json``: provenance (inputs with sha256, interval settings, versions).
+
+The summary ends with each architecture's parameters, state floats and FLOPs per step, from
+its runs' frozen manifests (``frozen_paths``; :mod:`mesaprobe.analysis.costs`), null for
+baselines.
 
 Each probe table holds the three step metrics of exactly one metric family
 (:mod:`mesaprobe.metrics`), so each agent group has one family; a study may mix
@@ -24,15 +36,24 @@ families (bandit and prediction environments), and each group is summarised with
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from mesaprobe.analysis.costs import with_model_costs
+from mesaprobe.analysis.differences import EpisodeScores, difference_rows, regret_ratio_rows
 from mesaprobe.analysis.inside import INSIDE_SUMMARY_COLUMNS, summarise
-from mesaprobe.analysis.stats import BootstrapInterval, bootstrap_generator, two_level_bootstrap
+from mesaprobe.analysis.stats import (
+    MIN_SEEDS_FOR_INTERVAL,
+    OVER_EPISODES,
+    OVER_SEEDS,
+    episode_interval,
+    intervals,
+    seed_means,
+)
 from mesaprobe.analysis.tables import (
     AGENT_KINDS,
     CURVE_BANDS_COLUMNS,
@@ -45,6 +66,7 @@ from mesaprobe.analysis.tables import (
 from mesaprobe.artifacts import atomic_path, provenance, sha256_file, write_json
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.metrics import METRIC_FAMILIES, MetricFamily, adaptation_window, family_of_metric
+from mesaprobe.study.references import Reference
 
 
 def episode_metric_values(step_values: np.ndarray, family: MetricFamily) -> np.ndarray:
@@ -173,13 +195,30 @@ class _AgentGroup:
     family: MetricFamily  # the metric family of the group's probe tables
     seeds: np.ndarray  # (S,)
     episodes_per_seed: np.ndarray  # (S,)
+    episode_ids: np.ndarray  # (E,): each seed's episode ids, ascending
     step_values: np.ndarray  # (E, 3, T): the family's step metrics in family order
 
+    @property
+    def trained(self) -> bool:
+        """A trained architecture (its seeds are training seeds), not a baseline."""
+        return dict(zip(GROUP_COLUMNS, self.key, strict=True))["agent_kind"] == "architecture"
+
     def features(self) -> np.ndarray:
-        """Everything the bootstrap summarises: flattened step values, then episode metrics."""
+        """Everything the tables summarise: flattened step values, then episode metrics."""
         episodes = self.step_values.shape[0]
         flat = self.step_values.reshape(episodes, -1)  # (E, M * T)
         return np.concatenate([flat, episode_metric_values(self.step_values, self.family)], axis=1)
+
+    def scores(self) -> EpisodeScores:
+        """Its episode metrics, episode by episode, for paired comparisons."""
+        return EpisodeScores(
+            key=self.key,
+            family=self.family,
+            seeds=self.seeds,
+            episodes_per_seed=self.episodes_per_seed,
+            episode_ids=self.episode_ids,
+            values=episode_metric_values(self.step_values, self.family),
+        )
 
 
 def _merge_seed_blocks(blocks: list[_SeedBlock], key: tuple, paths: Sequence[Path]) -> _SeedBlock:
@@ -237,6 +276,7 @@ def _agent_groups(blocks_by_file: list[dict[tuple, _SeedBlock]], paths: Sequence
                 family=blocks[0].family,
                 seeds=np.asarray(seeds, dtype=np.int64),
                 episodes_per_seed=np.asarray([block.episodes.size for block in merged], dtype=np.int64),
+                episode_ids=np.concatenate([block.episodes for block in merged]),
                 step_values=np.concatenate([block.step_values for block in merged]),
             )
         )
@@ -268,7 +308,41 @@ def _curves(group: _AgentGroup) -> pl.DataFrame:
     )
 
 
-def _bands_and_summary(group: _AgentGroup, interval: BootstrapInterval) -> tuple[pl.DataFrame, pl.DataFrame]:
+@dataclass(frozen=True)
+class GroupInterval:
+    """Means and intervals of every feature of one group (each (features,)), and what the
+    interval is over (:data:`~mesaprobe.analysis.tables.INTERVAL_KINDS`) or why there is none."""
+
+    mean: np.ndarray
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    interval: str
+    note: str
+
+
+def group_interval(group: _AgentGroup, level: float) -> GroupInterval:
+    """The mean over seeds of the per-seed means of every feature, with its interval: Student t
+    over training seeds for an architecture (none with fewer than MIN_SEEDS_FOR_INTERVAL seeds),
+    Student t over all episodes for a baseline (centred on the same mean)."""
+    features = group.features()  # (E, F)
+    per_seed = seed_means(features, group.episodes_per_seed)  # (S, F)
+    mean = per_seed.mean(axis=0)
+    if group.trained:
+        if group.seeds.size < MIN_SEEDS_FOR_INTERVAL:
+            nothing = np.full_like(mean, np.nan)
+            note = f"{group.seeds.size} training seeds; an interval needs at least {MIN_SEEDS_FOR_INTERVAL}"
+            return GroupInterval(mean, nothing, nothing, OVER_SEEDS, note)
+        low, high = intervals(per_seed, level)
+        return GroupInterval(mean, low, high, OVER_SEEDS, "")
+    if features.shape[0] < 2:
+        nothing = np.full_like(mean, np.nan)
+        return GroupInterval(mean, nothing, nothing, OVER_EPISODES, "one episode; no interval")
+    low, high = episode_interval(features, level)
+    half_width = (high - low) / 2.0
+    return GroupInterval(mean, mean - half_width, mean + half_width, OVER_EPISODES, "")
+
+
+def _bands_and_summary(group: _AgentGroup, interval: GroupInterval) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Curve bands (ordered by metric, step) and summary rows of one group."""
     _, metric_count, horizon = group.step_values.shape
     step_cells = metric_count * horizon
@@ -283,6 +357,8 @@ def _bands_and_summary(group: _AgentGroup, interval: BootstrapInterval) -> tuple
             "ci_high": interval.ci_high[:step_cells],
             "seeds": [seeds] * step_cells,
             "episodes": [episodes] * step_cells,
+            "interval": [interval.interval] * step_cells,
+            "interval_note": [interval.note] * step_cells,
         },
         schema=CURVE_BANDS_COLUMNS,
     )
@@ -296,44 +372,33 @@ def _bands_and_summary(group: _AgentGroup, interval: BootstrapInterval) -> tuple
             "ci_high": interval.ci_high[step_cells:],
             "seeds": [seeds] * summary_cells,
             "episodes": [episodes] * summary_cells,
+            "interval": [interval.interval] * summary_cells,
+            "interval_note": [interval.note] * summary_cells,
         },
         schema=SUMMARY_COLUMNS,
     )
-    return bands, summary
+    nulls = pl.col("ci_low", "ci_high").fill_nan(None)
+    return bands.with_columns(nulls), summary.with_columns(nulls)
 
 
-def _bootstrap_groups(
-    groups: Sequence[_AgentGroup], resamples: int, confidence: float, seed: int
-) -> list[BootstrapInterval]:
-    """Intervals of every group.
-
-    Groups of one metric family with equal episode counts share one matrix product.
-    The generator depends only on the seed and the counts, so a group's interval is
-    the same whether or not groups of other families are in the study.
-    """
-    by_counts: dict[tuple[str, tuple[int, ...]], list[int]] = {}
-    for position, group in enumerate(groups):
-        counts = tuple(int(n) for n in group.episodes_per_seed)
-        by_counts.setdefault((group.family.kind, counts), []).append(position)
-    intervals: list[BootstrapInterval | None] = [None] * len(groups)
-    for (_, counts), positions in by_counts.items():
-        step_cells = [groups[position].step_values[0].size for position in positions]
-        widths = [
-            cells + len(groups[position].family.episode_metrics)
-            for position, cells in zip(positions, step_cells, strict=True)
-        ]
-        edges = np.cumsum([0, *widths])
-        features = np.empty((sum(counts), edges[-1]), dtype=np.float64)  # (E, all groups' features)
-        for position, start, stop in zip(positions, edges[:-1], edges[1:], strict=True):
-            features[:, start:stop] = groups[position].features()
-        joint = two_level_bootstrap(
-            features, counts, resamples, confidence, bootstrap_generator(seed, counts)
+def _with_ratios(summary: pl.DataFrame, ratios: pl.DataFrame) -> pl.DataFrame:
+    """The summary with each group's regret-ratio row after its episode metrics."""
+    if ratios.height == 0:
+        return summary
+    order = pl.int_range(pl.len()).alias("_order")
+    groups = list(GROUP_COLUMNS)
+    first = summary.with_columns(order).group_by(groups).agg(pl.col("_order").max())
+    placed = ratios.join(first, on=groups, how="left").with_columns(pl.col("_order") + 0.5)
+    return (
+        pl.concat(
+            [
+                summary.with_columns(order.cast(pl.Float64)),
+                placed.with_columns(pl.col("_order").cast(pl.Float64)),
+            ]
         )
-        for position, start, stop in zip(positions, edges[:-1], edges[1:], strict=True):
-            intervals[position] = BootstrapInterval(
-                joint.mean[start:stop], joint.ci_low[start:stop], joint.ci_high[start:stop]
-            )
-    return intervals  # type: ignore[return-value]
+        .sort("_order", maintain_order=True)
+        .drop("_order")
+    )
 
 
 def paper_table(summary: pl.DataFrame, metric: str) -> pl.DataFrame:
@@ -341,7 +406,7 @@ def paper_table(summary: pl.DataFrame, metric: str) -> pl.DataFrame:
 
     Laid out like the tables of Duan et al. (2016): settings down, agents across,
     baselines first (in the study's order) then architectures; cells read
-    ``mean [ci_low, ci_high]``.
+    ``mean [ci_low, ci_high]``, or ``mean [no interval]`` (fewer than 3 training seeds).
     """
     return _agents_across(summary.filter(pl.col("metric") == metric), ["environment", "probe"])
 
@@ -360,9 +425,14 @@ def total_table(summary: pl.DataFrame) -> pl.DataFrame:
 def _agents_across(rows: pl.DataFrame, index: list[str]) -> pl.DataFrame:
     """Summary ``rows`` pivoted to one row per ``index`` value and one ``mean [ci]`` column per agent."""
     cells = rows.with_columns(
-        pl.format(
-            "{} [{}, {}]", pl.col("mean").round(2), pl.col("ci_low").round(2), pl.col("ci_high").round(2)
-        ).alias("cell")
+        pl.when(pl.col("ci_low").is_null())
+        .then(pl.format("{} [no interval]", pl.col("mean").round(2)))
+        .otherwise(
+            pl.format(
+                "{} [{}, {}]", pl.col("mean").round(2), pl.col("ci_low").round(2), pl.col("ci_high").round(2)
+            )
+        )
+        .alias("cell")
     )
     order = (
         rows.select("agent", "agent_kind")
@@ -381,9 +451,19 @@ def collect(
     confidence: float = 0.95,
     seed: int = 0,
     inside_paths: Iterable[str | Path] = (),
+    references: Mapping[tuple[str, str], Reference] | None = None,
+    training_runs: Iterable[TrainedRun] = (),
+    frozen_paths: Iterable[str | Path] = (),
 ) -> dict[str, Path]:
-    """Read the probe tables of one study and write its curves, curve bands and summary,
-    and the summary of its inside tables (``inside_paths``).
+    """Read the probe tables of one study and write its curves, curve bands, summary and paired
+    differences, and the summary of its inside tables (``inside_paths``).
+
+    ``references`` (:attr:`mesaprobe.study.plan.Plan.references`) names the exact optimum of
+    each (environment, probe) and how its regret ratio is made; without it comparisons use the
+    best baseline and no regret ratio is stated.  ``confidence`` is the level of every interval;
+    ``resamples`` and ``seed`` are the inside tables' bootstrap's.
+
+    ``training_runs`` are the runs whose training histories go into ``training.parquet``.
 
     Returns the written paths by :data:`TABLE_FILES` key.  Same inputs and settings
     give bit-identical tables.  Raises :class:`ArtifactError` for an unreadable or
@@ -406,13 +486,17 @@ def collect(
             raise ArtifactError(path, f"belongs to study {study!r}, but {paths[0]} to {studies[0]!r}")
     groups = _agent_groups(blocks_by_file, paths)
     del blocks_by_file
-    intervals = _bootstrap_groups(groups, resamples, confidence, seed)
+    group_intervals = [group_interval(group, confidence) for group in groups]
+    scores = [group.scores() for group in groups]
+    references = dict(references or {})
+    ratios = regret_ratio_rows(scores, references, confidence)
+    differences = difference_rows(scores, references, confidence)
 
     curves = (
         pl.concat([_curves(group) for group in groups]) if groups else pl.DataFrame(schema=CURVES_COLUMNS)
     )
     bands_and_summaries = [
-        _bands_and_summary(group, interval) for group, interval in zip(groups, intervals, strict=True)
+        _bands_and_summary(group, interval) for group, interval in zip(groups, group_intervals, strict=True)
     ]
     curve_bands = (
         pl.concat([bands for bands, _ in bands_and_summaries])
@@ -424,6 +508,7 @@ def collect(
         if groups
         else pl.DataFrame(schema=SUMMARY_COLUMNS)
     )
+    summary = _with_ratios(summary, ratios)
     inside = (
         summarise(inside_paths, resamples, confidence, seed)
         if inside_paths
@@ -439,6 +524,10 @@ def collect(
             frame.write_parquet(temporary)
     with atomic_path(written["summary_csv"]) as temporary:
         summary.write_csv(temporary)
+    with atomic_path(written["differences"]) as temporary:
+        differences.write_parquet(temporary)
+    with atomic_path(written["differences_csv"]) as temporary:
+        differences.write_csv(temporary)
     with atomic_path(written["total_reward_table"]) as temporary:
         total_table(summary).write_csv(temporary)
     with atomic_path(written["inside"]) as temporary:
@@ -452,7 +541,12 @@ def collect(
             "inputs": [{"path": str(path), "sha256": sha256_file(path)} for path in [*paths, *inside_paths]],
             "resamples": resamples,
             "confidence": confidence,
-            "seed": seed,
+            "intervals": {
+                "architectures": f"Student t over training seeds (none with fewer than {MIN_SEEDS_FOR_INTERVAL})",
+                "baselines": "Student t over episodes",
+                "differences": "paired on shared tasks; see mesaprobe.analysis.differences",
+            },
+            "inside_bootstrap": {"resamples": resamples, "seed": seed},
             "tables": {key: name for key, name in TABLE_FILES.items() if key != "provenance"},
             "provenance": provenance(),
         },

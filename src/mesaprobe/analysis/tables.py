@@ -28,6 +28,10 @@ from mesaprobe.artifacts import atomic_path
 from mesaprobe.errors import ArtifactError
 from mesaprobe.metrics import METRIC_FAMILIES, STEP_METRICS, family_of_metric
 
+#: What an interval is over: the training seeds of an architecture, or the episodes of a
+#: baseline (which has no training seed); see :mod:`mesaprobe.analysis.stats`.
+INTERVAL_KINDS = ("training seeds (Student t)", "episodes (Student t)")
+
 #: What kind of agent a row belongs to; architectures sort before baselines.
 AGENT_KINDS = ("architecture", "baseline")
 
@@ -68,21 +72,45 @@ CURVE_BANDS_COLUMNS: dict[str, pl.DataType] = {
     "step": pl.Int64(),
     "metric": pl.String(),  # a step metric of the group's family
     "mean": pl.Float64(),  # mean over seeds of the per-seed episode means
-    "ci_low": pl.Float64(),  # two-level bootstrap percentile interval
+    "ci_low": pl.Float64(),  # the interval named in `interval` (null: see `interval_note`)
     "ci_high": pl.Float64(),
     "seeds": pl.Int64(),  # number of seeds
     "episodes": pl.Int64(),  # total episodes over all seeds
+    "interval": pl.String(),  # what the interval is over: INTERVAL_KINDS
+    "interval_note": pl.String(),  # why there is no interval ("" when there is one)
 }
 
 #: Schema of ``summary.parquet`` / ``summary.csv``: one row per (agent group, episode metric).
 SUMMARY_COLUMNS: dict[str, pl.DataType] = {
     **GROUP_COLUMNS,
-    "metric": pl.String(),  # an episode metric of the group's family (one of EPISODE_METRICS)
+    "metric": pl.String(),  # an episode metric of the group's family (EPISODE_METRICS) or regret_ratio
     "mean": pl.Float64(),
-    "ci_low": pl.Float64(),
+    "ci_low": pl.Float64(),  # the interval named in `interval` (null: see `interval_note`)
     "ci_high": pl.Float64(),
     "seeds": pl.Int64(),
     "episodes": pl.Int64(),
+    "interval": pl.String(),  # what the interval is over: INTERVAL_KINDS
+    "interval_note": pl.String(),  # why there is no interval ("" when there is one)
+}
+
+#: Schema of ``differences.parquet`` / ``differences.csv``: one row per paired comparison of an
+#: agent with a reference on the same tasks (:mod:`mesaprobe.analysis.differences`).
+DIFFERENCES_COLUMNS: dict[str, pl.DataType] = {
+    "study": pl.String(),
+    "environment": pl.String(),
+    "variant": pl.String(),  # the agent's variant
+    "probe": pl.String(),
+    "metric": pl.String(),  # an episode metric of the family
+    "agent": pl.String(),
+    "reference": pl.String(),  # the exact optimum, the best baseline, or another architecture
+    "mean_difference": pl.Float64(),  # agent minus reference, in the metric's unit
+    "ci_low": pl.Float64(),  # the interval named in `interval` (null: see `interval_note`)
+    "ci_high": pl.Float64(),
+    "p_better": pl.Float64(),  # share of (agent seed, reference seed) pairs the agent wins
+    "seeds": pl.Int64(),  # seeds paired (seed s of each on the same tasks)
+    "episodes": pl.Int64(),  # episodes paired
+    "interval": pl.String(),  # what the interval is over: INTERVAL_KINDS
+    "interval_note": pl.String(),  # why there is no interval ("" when there is one)
 }
 
 #: File names written by :func:`collect`, by the key of its returned dict.
@@ -91,6 +119,8 @@ TABLE_FILES = {
     "curve_bands": "curve_bands.parquet",
     "summary": "summary.parquet",
     "summary_csv": "summary.csv",
+    "differences": "differences.parquet",  # paired differences (mesaprobe.analysis.differences)
+    "differences_csv": "differences.csv",
     "total_reward_table": "total_reward_table.csv",  # each family's total (total_table)
     "inside": "inside.parquet",  # summary of the inside tables (mesaprobe.analysis.inside)
     "inside_csv": "inside.csv",

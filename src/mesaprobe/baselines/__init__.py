@@ -44,6 +44,7 @@ class BayesOptimal(Baseline):
 
     Config: ClassVar[type] = BayesOptimalBaseline.Config
     serves: ClassVar[tuple[str, ...]] = ("bandit", "prediction")
+    optimal_for: ClassVar[tuple[str, ...]] = ("bandit", "prediction")
 
     @classmethod
     def skip_reason(cls, config, environment) -> str | None:

@@ -29,6 +29,12 @@ class Baseline:
     needs_task_pool: ClassVar[bool] = False
     #: Why it is skipped where there is no task pool (baselines that need one).
     without_task_pool: ClassVar[str] = ""
+    #: Environment kinds on which it is the exact optimum (the Bayes-optimal policy or
+    #: predictor) for tasks drawn from the environment's prior: the reference of regret
+    #: ratios and paired differences (:mod:`mesaprobe.analysis.differences`).
+    optimal_for: ClassVar[tuple[str, ...]] = ()
+    #: Likewise for probes that replay the run's training pool (``tasks: pool``).
+    optimal_for_pool: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def skip_reason(cls, config: Any, environment: Any) -> str | None:

@@ -62,6 +62,10 @@ class CommitBaseline(Baseline):
 
 
 class CommitOptimal(CommitBaseline):
+    """z uniform over all 2^bits values: the optimal policy (the adversary cannot guess z)."""
+
+    optimal_for: ClassVar[tuple[str, ...]] = ("commitment",)
+
     def choose_z(self, batch: int, generator: torch.Generator, device: torch.device) -> Tensor:
         return torch.randint(0, 2**self.environment.bits, (batch,), generator=generator, device=device)
 

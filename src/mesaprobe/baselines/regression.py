@@ -69,6 +69,7 @@ class RidgePredictor(RegressionBaseline):
     """Ridge regression with penalty = noise variance: the exact posterior mean for w ~ N(0, I)."""
 
     Config: ClassVar[type] = RidgeConfig
+    optimal_for: ClassVar[tuple[str, ...]] = ("regression",)
 
     def predict(self, environment, tasks, examples) -> Tensor:
         return ridge_predict(examples.inputs, examples.targets, environment.noise_variance)
@@ -113,6 +114,7 @@ class DiscreteMMSEPredictor(RegressionBaseline):
     """The exact posterior mean for a uniform prior over the training pool's tasks (see the module docstring)."""
 
     Config: ClassVar[type] = DiscreteMMSEConfig
+    optimal_for_pool: ClassVar[tuple[str, ...]] = ("regression",)
     #: Built with ``pool=``: the tasks of the seed's training pool (see :func:`mesaprobe.jobs.baseline_job`).
     needs_task_pool: ClassVar[bool] = True
     #: Why the plan skips it on an environment without a ``task_pool``.

@@ -31,14 +31,15 @@ the variant, e.g. ``gru[lr=0.001]``), so baselines always appear next to every t
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mesaprobe.envs import ENVIRONMENTS
 from mesaprobe.errors import UserError
-from mesaprobe.metrics import METRIC_FAMILIES, MetricFamily
+from mesaprobe.metrics import METRIC_FAMILIES, REGRET_RATIO, MetricFamily
 from mesaprobe.probes import PROBES
 from mesaprobe.study.load import Study
-from mesaprobe.study.plan import probe_writes, probes
+from mesaprobe.study.plan import Plan, make_plan, probe_writes, probes
 from mesaprobe.study.sweeps import PoolSweep, Sweeps, WindowSweep, study_sweeps
 
 #: File formats written for every chart: self-contained HTML and a static SVG.
@@ -115,6 +116,15 @@ def chart_stem(chart: str, environment: str, probe: str, kind: str) -> str:
     return "_".join([chart_metric(chart, METRIC_FAMILIES[kind]), slugify(environment), slugify(probe)])
 
 
+def regret_ratio_stem(environment: str, probe: str) -> str:
+    """File name (without suffix) of the regret-ratio chart of one environment and probe.
+
+    >>> regret_ratio_stem("bandit2", "adaptation")
+    'regret_ratio_bandit2_adaptation'
+    """
+    return "_".join([REGRET_RATIO, slugify(environment), slugify(probe)])
+
+
 def overview_stem(family: MetricFamily, probe: str) -> str:
     """File name (without suffix) of a per-episode family's overview of one probe."""
     return "_".join(["overview", family.kind, slugify(probe)])
@@ -150,7 +160,10 @@ def inside_chart_stem(chart: str, environment: str, probe: str) -> str:
 
 
 def summary_charts(
-    views: list[tuple[str, str]], probes: list[str] | dict[str, list[str]], sweeps: Sweeps | None = None
+    views: list[tuple[str, str]],
+    probes: list[str] | dict[str, list[str]],
+    sweeps: Sweeps | None = None,
+    ratios: Iterable[tuple[str, str]] = (),
 ) -> list[Chart]:
     """The charts of the curve bands and summary of these environments, probes and sweeps.
 
@@ -159,8 +172,11 @@ def summary_charts(
     to those that play it (a study's plan leaves out probes that do not serve or apply to an
     environment).  ``sweeps`` (:func:`mesaprobe.study.sweeps.study_sweeps`) adds a transition
     chart per task-pool sweep and a window chart per environment a window sweep serves.
+    ``ratios`` lists the (environment, probe) pairs with a regret ratio
+    (:attr:`mesaprobe.study.plan.Plan.references`), each of which gets a regret-ratio chart.
     """
     probes_of = probes if isinstance(probes, dict) else {environment: probes for environment, _ in views}
+    ratios = set(ratios)
     charts = []
     for environment, kind in views:
         family = METRIC_FAMILIES[kind]
@@ -169,6 +185,9 @@ def summary_charts(
                 Chart(chart_stem(chart, environment, probe, kind), metric, chart, kind, environment, probe)
                 for chart, metric in family.charts.items()
             ]
+            if (environment, probe) in ratios:
+                stem = regret_ratio_stem(environment, probe)
+                charts.append(Chart(stem, REGRET_RATIO, REGRET_RATIO, kind, environment, probe))
     for kind in dict.fromkeys(kind for _, kind in views):
         family = METRIC_FAMILIES[kind]
         if family.per_episode:
@@ -218,8 +237,60 @@ def inside_charts(study: Study) -> list[Chart]:
     )
 
 
-def chart_outputs(study: Study) -> list[Chart]:
-    """Every chart of a (validated, grid-expanded, possibly selected) study, in the order drawn.
+def learning_curve_charts(study: Study) -> list[Chart]:
+    """A learning-curve chart per environment of the study that some architecture trains on."""
+    trained = [
+        environment
+        for environment in study.environments
+        if any(
+            environment.name in study.architecture_environments.get(architecture.label, (environment.name,))
+            for architecture in study.architectures
+        )
+    ]
+    return [
+        Chart(
+            learning_curve_stem(environment.label),
+            LEARNING_CURVE,
+            LEARNING_CURVE,
+            ENVIRONMENTS.get(environment.family).kind,
+            environment.label,
+        )
+        for environment in trained
+    ]
+
+
+#: The cost axes of the architecture-ladder charts: columns of the summary
+#: (:data:`mesaprobe.analysis.costs.MODEL_COST_COLUMNS`).
+LADDER_AXES = ("state_floats", "flops_per_step")
+
+
+def ladder_stem(axis: str, environment: str, probe: str) -> str:
+    """File name (without suffix) of a ladder chart.
+
+    >>> ladder_stem("state_floats", "bandit2", "adaptation")
+    'ladder_state_floats_bandit2_adaptation'
+    """
+    return "_".join(["ladder", axis, slugify(environment), slugify(probe)])
+
+
+def ladder_charts(study: Study, views: list[tuple[str, str]], played: dict[str, list[str]]) -> list[Chart]:
+    """The architecture-ladder charts of a study that asks for them (``ladder_charts: true``):
+    one per cost axis (:data:`LADDER_AXES`), environment and probe writing curves, for the
+    environments whose metric family is scored per step (its cumulative regret is the y axis)."""
+    if not study.ladder_charts:
+        return []
+    return [
+        Chart(ladder_stem(axis, environment, probe), "ladder", f"ladder_{axis}", kind, environment, probe)
+        for environment, kind in views
+        if not METRIC_FAMILIES[kind].per_episode
+        for probe in played.get(environment, [])
+        for axis in LADDER_AXES
+    ]
+
+
+def chart_outputs(study: Study, plan: Plan | None = None) -> list[Chart]:
+    """Every chart of a (validated, grid-expanded, possibly selected) study, in the order drawn;
+    ``plan`` is the study's (made here when not given).
 
     Raises :class:`~mesaprobe.errors.UserError` when two charts would get the same file name
     (labels that differ only in characters :func:`slugify` replaces).
@@ -233,7 +304,16 @@ def chart_outputs(study: Study) -> list[Chart]:
         ]
         for environment in study.environments
     }
-    return _named_once([*summary_charts(views, played, study_sweeps(study)), *inside_charts(study)])
+    plan = plan or make_plan(study)
+    ratios = [key for key, reference in plan.references.items() if reference.regret_ratio is not None]
+    return _named_once(
+        [
+            *summary_charts(views, played, study_sweeps(study), ratios),
+            *inside_charts(study),
+            *ladder_charts(study, views, played),
+            *learning_curve_charts(study),
+        ]
+    )
 
 
 def _named_once(charts: list[Chart]) -> list[Chart]:

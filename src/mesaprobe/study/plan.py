@@ -19,7 +19,9 @@ from mesaprobe.envs import ENVIRONMENTS, Environment
 from mesaprobe.errors import SpecError
 from mesaprobe.probes import PROBES, Probe
 from mesaprobe.settings import SettingError, as_dict
-from mesaprobe.study.load import Component, Grid, Study, render_grid, settings_hash
+from mesaprobe.study import resources, results
+from mesaprobe.study.load import HASH_DIGITS, Component, Grid, Study, render_grid, settings_hash
+from mesaprobe.study.references import Reference, find_references
 from mesaprobe.train import ALGORITHMS, algorithm_of, check_training
 from mesaprobe.train.config import TrainingConfig
 
@@ -178,6 +180,12 @@ class Plan:
             runs = sorted(runs, key=lambda run: run.seed)
             groups.extend(tuple(runs[start : start + size]) for start in range(0, len(runs), size))
         return tuple(groups)
+
+    @functools.cached_property
+    def references(self) -> dict[tuple[str, str], Reference]:
+        """(environment label, probe label) -> the exact optimum there, for regret ratios and
+        paired differences (:func:`mesaprobe.study.references.find_references`)."""
+        return find_references(self.probe_jobs, self.baseline_jobs)
 
     @property
     def table_inputs(self) -> list[str]:
