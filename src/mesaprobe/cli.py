@@ -81,6 +81,14 @@ def parser() -> argparse.ArgumentParser:
         help="run id (see `mesaprobe plan`); repeat it to train seeds of one run in one process",
     )
     sub.add_argument("--quiet", action="store_true", help="no progress bar")
+    sub.add_argument(
+        "--status-every",
+        type=non_negative_int,
+        default=0,
+        metavar="SECONDS",
+        help="also print one compact progress line (env steps, steps/s, time left) to stdout "
+        "every SECONDS, e.g. while the progress bar goes to a log file (default 0: never)",
+    )
     with_results(sub)
 
     sub = command("freeze", "turn a trained run into frozen.safetensors + frozen.json")
@@ -174,7 +182,14 @@ def run_command(arguments: argparse.Namespace) -> int:
     set_threads(arguments.threads)
     results = results_directory(study, arguments.results_root)
     if arguments.command == "train":
-        for checkpoint in jobs.train_seeds_job(plan, arguments.run, results, progress=not arguments.quiet):
+        from mesaprobe.train.metrics_log import METRICS_FILE, StatusReporter  # torch: for a step that runs
+
+        first = jobs.find_run(plan, arguments.run[0])
+        others = len(arguments.run) - 1
+        label = first.id + (f" (and {others} more seeds)" if others else "")
+        with StatusReporter(results / first.directory / METRICS_FILE, label, arguments.status_every):
+            checkpoints = jobs.train_seeds_job(plan, arguments.run, results, progress=not arguments.quiet)
+        for checkpoint in checkpoints:
             print(checkpoint)
     elif arguments.command == "freeze":
         print(jobs.freeze_job(plan, arguments.run, results))

@@ -2,6 +2,11 @@
 # or one training job per group of seeds of a run (training.seeds_per_job). A group's rule
 # names its runs' checkpoints explicitly; Snakemake prefers it to the wildcard rule below.
 
+# On screen while a training job runs: one line every TRAIN_STATUS_SECONDS (env steps done,
+# env-steps/s, time left) on the job's standard output; its log file gets the progress bar
+# (tail -f results/<study>/logs/train/<run>.log) and runs/<run>/metrics.jsonl every update.
+TRAIN_STATUS_SECONDS = 30
+
 # What a training job asks the scheduler for, alone or as a group of seeds.
 TRAIN_MEM_MB = 4000
 TRAIN_RUNTIME_MINUTES = 240
@@ -19,7 +24,7 @@ rule train:
         runtime=TRAIN_RUNTIME_MINUTES,
     shell:
         "{MESAPROBE} train {SPEC:q} --run {wildcards.run} --results-root {RESULTS_ROOT:q} "
-        "--threads {threads} > {log:q} 2>&1"
+        "--threads {threads} --status-every {TRAIN_STATUS_SECONDS} 2> {log:q}"
 
 
 for index, group in enumerate(group for group in PLAN.seed_groups if len(group) > 1):
@@ -40,7 +45,7 @@ for index, group in enumerate(group for group in PLAN.seed_groups if len(group) 
             runtime=TRAIN_RUNTIME_MINUTES,
         shell:
             "{MESAPROBE} train {SPEC:q} {params.runs} --results-root {RESULTS_ROOT:q} "
-            "--threads {threads} > {log:q} 2>&1"
+            "--threads {threads} --status-every {TRAIN_STATUS_SECONDS} 2> {log:q}"
 
 
 rule freeze:

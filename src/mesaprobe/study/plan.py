@@ -26,7 +26,7 @@ from mesaprobe.train import ALGORITHMS, algorithm_of, check_training
 from mesaprobe.train.config import TrainingConfig
 
 #: Training settings that change where or how often work happens, not what is learned.
-OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every", "seeds_per_job")
+OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every", "seeds_per_job", "tensorboard")
 
 
 @dataclass(frozen=True)

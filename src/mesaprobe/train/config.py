@@ -64,6 +64,9 @@ class TrainingConfig:
     """Updates between resumable checkpoints (partial.pt in the run directory)."""
     device: str = "auto"
     """Where to train: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."""
+    tensorboard: bool = False
+    """Also write every update's statistics to TensorBoard (runs/<run>/tensorboard/; needs the
+    tensorboard package: pip install 'mesaprobe[tensorboard]').  metrics.jsonl is written either way."""
     seeds_per_job: int | Literal["auto"] = "auto"
     """Seeds of one run trained together in one process (stacked weights; see
     :mod:`mesaprobe.train.stacked`); auto: AUTO_SEEDS_PER_GPU_JOB when device names CUDA, else 1."""

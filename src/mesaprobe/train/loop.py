@@ -29,6 +29,7 @@ from mesaprobe.envs.base import Environment
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.train import algorithm_of
 from mesaprobe.train.config import TrainingConfig
+from mesaprobe.train.metrics_log import METRICS_FILE, MetricsLogs
 from mesaprobe.train.state import TrainingState
 
 
@@ -128,7 +129,8 @@ def train(
     """Train until ``config.env_steps``, checkpointing to ``partial_path``; returns the final state.
 
     A state of several seeds takes one ``partial_path`` and ``identity`` per seed, in seed order;
-    the progress bar counts the env steps of all of them.
+    the progress bar counts the env steps of all of them.  Each update's statistics are appended
+    to ``metrics.jsonl`` beside each ``partial_path`` as they come (:mod:`mesaprobe.train.metrics_log`).
     """
     paths = [partial_path] if isinstance(partial_path, Path) else list(partial_path)
     identities = [identity] if isinstance(identity, dict) else list(identity)
@@ -137,6 +139,9 @@ def train(
     steps_per_update = algorithm.env_steps_per_update(config, environment.horizon)
     seeds = state.seeds
     state.model.train()
+    metrics = MetricsLogs(
+        [path.parent / METRICS_FILE for path in paths], state.update, total_updates, config.tensorboard
+    )
     bar = tqdm(
         total=total_updates * steps_per_update * seeds,
         initial=state.env_steps * seeds,
@@ -147,7 +152,7 @@ def train(
         mininterval=2.0,
         smoothing=0.1,
     )
-    with StopRequest() as stop, bar:
+    with StopRequest() as stop, bar, metrics:
         started = time.perf_counter() - state.wall_seconds
         while state.update < total_updates:
             statistics = update(environment, state, config, total_updates)
@@ -172,6 +177,7 @@ def train(
             state.env_steps += steps_per_update
             state.wall_seconds = time.perf_counter() - started
             state.history.append({"update": state.update, "env_steps": state.env_steps} | values)
+            metrics.write(state.update, state.env_steps, state.wall_seconds, values)
             bar.update(steps_per_update * seeds)
             shown = list(values.items())[:2]
             bar.set_postfix(
