@@ -53,6 +53,7 @@ def run_all_jobs(plan, results: Path, resamples: int) -> dict[str, Path]:
     """Every job of a plan in order (train, freeze, probe, baseline, collect), as Snakemake would."""
     from mesaprobe import jobs
     from mesaprobe.analysis.collect import collect
+    from mesaprobe.analysis.training import TrainedRun
 
     for run in plan.runs:
         jobs.train_job(plan, run.id, results, progress=False)

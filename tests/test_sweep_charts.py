@@ -16,7 +16,7 @@ from mesaprobe.metrics import METRIC_FAMILIES
 from mesaprobe.probes.window import WindowProbe
 from mesaprobe.study import load_study, make_plan
 from mesaprobe.study.load import render_grid
-from mesaprobe.study.outputs import chart_outputs, summary_charts
+from mesaprobe.study.outputs import CHART_FORMATS, chart_outputs, learning_curve_stem, summary_charts
 from mesaprobe.study.sweeps import PoolSweep, Sweeps, WindowSweep, study_sweeps, without_task_pool
 from tests.conftest import REPO, TINY_STUDY, run_all_jobs
 

@@ -210,11 +210,26 @@ def run_command(arguments: argparse.Namespace) -> int:
             raise UserError(
                 f"{results / missing[0]}: probe table not found ({len(missing)} missing); run its job first"
             )
+        from mesaprobe.analysis.training import TrainedRun  # polars: for the collect step only
+
+        trained = [
+            TrainedRun(
+                results / run.directory / jobs.TRAIN_MANIFEST, run.environment.label, run.variant, run.agent
+            )
+            for run in plan.runs
+        ]
+        unrecorded = [run.manifest for run in trained if not run.manifest.exists()]
+        if unrecorded:
+            raise UserError(
+                f"{unrecorded[0]}: training manifest not found ({len(unrecorded)} missing); "
+                "run its training job first"
+            )
         written = collect(
             [results / path for path in plan.table_inputs],
             results / "tables",
             resamples=arguments.resamples,
             inside_paths=[results / path for path in plan.inside_inputs],
+            training_runs=trained,
         )
         print("\n".join(str(path) for path in written.values()))
     elif arguments.command == "chart":

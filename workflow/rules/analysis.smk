@@ -4,6 +4,9 @@
 rule collect:
     input:
         table_inputs(),
+        # Each run's train.json (its training history, for the learning curves) is written
+        # by the job that writes its checkpoint.
+        trained=[f"{OUT}/runs/{run.id}/checkpoint.pt" for run in PLAN.runs],
     output:
         curves=f"{OUT}/tables/curves.parquet",
         curve_bands=f"{OUT}/tables/curve_bands.parquet",
@@ -34,6 +37,7 @@ rule collect:
             category="Tables",
             labels={"table": "inside the frozen learner"},
         ),
+        training=f"{OUT}/tables/training.parquet",
         provenance=f"{OUT}/tables/tables.json",
     log:
         f"{OUT}/logs/collect.log",
@@ -50,6 +54,7 @@ rule chart:
         rules.collect.output.curve_bands,
         rules.collect.output.summary,
         rules.collect.output.inside,
+        rules.collect.output.training,
     output:
         chart_reports(),
     log:

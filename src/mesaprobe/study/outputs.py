@@ -22,7 +22,10 @@ environment and probe labels made safe for file names by :func:`slugify`:
 * ``window_<total>_<environment>``: the family total against the memory window w, per
   environment a window sweep serves (:func:`window_stem`);
 * ``<chart>_<environment>_<probe>``: each chart an inside probe kind declares (its
-  ``charts``), per environment it plays (:func:`inside_chart_stem`).
+  ``charts``), per environment it plays (:func:`inside_chart_stem`);
+* ``learning_curve_<environment>``: the training statistics of every run on an environment
+  against env steps (:func:`learning_curve_stem`), per environment some architecture trains on,
+  drawn from the collected training histories (:mod:`mesaprobe.analysis.training_charts`).
 
 Agents of every grid variant share the charts of their environment (their names carry
 the variant, e.g. ``gru[lr=0.001]``), so baselines always appear next to every trained model.
@@ -45,6 +48,9 @@ from mesaprobe.study.sweeps import PoolSweep, Sweeps, WindowSweep, study_sweeps
 #: File formats written for every chart: self-contained HTML and a static SVG.
 CHART_FORMATS = ("html", "svg")
 
+#: What a learning-curve chart plots (its caption is ``workflow/report/learning_curve.rst``).
+LEARNING_CURVE = "learning_curve"
+
 #: One (environment label, probe label, chart kinds) per inside probe that plays an environment.
 InsideView = tuple[str, str, tuple[str, ...]]
 
@@ -58,11 +64,11 @@ class Chart:
     plots: str
     """What it plots, which names its report caption ``workflow/report/<plots>.rst``: the
     metric (``regret_bits``, ``total_reward``), ``overview``, ``transition``, ``window``, or
-    the inside chart kind (``readout_r2``)."""
+    the inside chart kind (``readout_r2``), or ``learning_curve``."""
     chart: str
     """Its kind: a key of the metric family's charts (``regret``, ``cumulative_regret``,
-    ``total``, ``success``, ...), ``overview``, ``transition``, ``window``, or an inside
-    chart kind (``readout_r2``)."""
+    ``total``, ``success``, ...), ``overview``, ``transition``, ``window``, an inside
+    chart kind (``readout_r2``), or ``learning_curve``."""
     kind: str
     """The kind of its environments, which picks the metric family."""
     environment: str | None = None
@@ -157,6 +163,15 @@ def inside_chart_stem(chart: str, environment: str, probe: str) -> str:
     'readout_r2_bandit2_readout'
     """
     return "_".join([chart, slugify(environment), slugify(probe)])
+
+
+def learning_curve_stem(environment: str) -> str:
+    """File name (without suffix) of the learning-curve chart of one environment.
+
+    >>> learning_curve_stem("bandit2")
+    'learning_curve_bandit2'
+    """
+    return "_".join([LEARNING_CURVE, slugify(environment)])
 
 
 def summary_charts(
