@@ -27,3 +27,9 @@ rule all:
         summary=f"{OUT}/tables/summary.csv",
         charts=chart_outputs(),
     default_target: True
+
+
+# At the end of a successful run: where the results are, the headline numbers and the
+# command that builds the report (a summary that cannot be printed does not fail the run).
+onsuccess:
+    shell("{MESAPROBE} summary {SPEC:q} --results-root {RESULTS_ROOT:q} {SELECTION} || true")

@@ -10,6 +10,8 @@ Every Snakemake rule is one of these commands, so each step can be run by hand::
     mesaprobe baseline specs/quickstart.yaml --environment bandit2 --probe adaptation --baseline ucb1 --seed 0
     mesaprobe collect specs/quickstart.yaml
     mesaprobe chart specs/quickstart.yaml
+    mesaprobe summary specs/quickstart.yaml
+    mesaprobe compare results/quickstart/tables/summary.csv docs/results/quickstart/summary.csv
     mesaprobe list architectures gru
 
 Input errors print one line (file, key, what was expected) and exit with status 2.
@@ -117,6 +119,23 @@ def parser() -> argparse.ArgumentParser:
     sub = command("chart", "draw the study's charts (HTML with inline Vega + SVG)")
     with_results(sub)
 
+    sub = command("summary", "where a study's results are, its headline numbers and the report command")
+    sub.add_argument(
+        "--results-root", type=Path, default=Path("results"), help="results are in RESULTS_ROOT/<study>/"
+    )
+
+    help_text = (
+        "check a rerun against a stored summary: is each stored row's mean reproduced within its "
+        "interval? (exit status 1 if not)"
+    )
+    sub = commands.add_parser("compare", help=help_text, description=help_text)
+    sub.add_argument(
+        "new", type=Path, help="the rerun's summary.csv, e.g. results/quickstart/tables/summary.csv"
+    )
+    sub.add_argument(
+        "stored", type=Path, help="the stored summary.csv, e.g. docs/results/quickstart/summary.csv"
+    )
+
     help_text = "the study format: every axis and name, or one's settings (type, default, meaning)"
     sub = commands.add_parser("list", help=help_text, description=help_text)
     sub.add_argument("axis", nargs="?", help="environments, architectures, probes, baselines or training")
@@ -132,6 +151,8 @@ def run_command(arguments: argparse.Namespace) -> int:
         data = reference(arguments.axis, arguments.name)
         print(json.dumps(data, indent=2) if arguments.json else render(data))
         return 0
+    if arguments.command == "compare":
+        return compare_command(arguments.new, arguments.stored)
     # Imported here, not at the top: `mesaprobe --help` and argument errors answer without torch.
     from mesaprobe.study import load_study, make_plan, results_directory, select
     from mesaprobe.study.outputs import chart_outputs
@@ -238,6 +259,63 @@ def run_command(arguments: argparse.Namespace) -> int:
         written = make_charts(results / "tables", results / "charts", chart_outputs(study, plan))
         print("\n".join(str(path) for path in written))
     return 0
+
+
+def summary_command(arguments: argparse.Namespace, study, chart_files: list[str]) -> int:
+    """Print where a study's results are, its headline numbers and the command that builds its
+    report (what a finished ``snakemake`` run ends with); a study not collected yet says so."""
+    # Here, not at the top: polars, for this command only.
+    from mesaprobe.analysis.headline import headline_text, read_summary_csv
+    from mesaprobe.artifacts import read_json
+    from mesaprobe.study import results_directory
+
+    results = results_directory(study, arguments.results_root)
+    summary_csv = results / "tables" / "summary.csv"
+    print(f"study {study.name}: results in {results}/")
+    if not summary_csv.exists():
+        print(f"  no {summary_csv} yet: the collect step writes it once every probe has run")
+        return 0
+    charts = [name for name in chart_files if (results / "charts" / name).exists()]
+    print(f"  tables  {results / 'tables'}/ (summary.csv: every agent's metrics with intervals)")
+    print(f"  charts  {results / 'charts'}/ ({len(charts)} files, HTML and SVG)")
+    print(f"  runs    {results / 'runs'}/<run>/ (checkpoints, frozen weights, metrics.jsonl)")
+    print(f"  logs    {results / 'logs'}/")
+    tables_json = results / "tables" / "tables.json"
+    settings = read_json(tables_json) if tables_json.exists() else {}
+    confidence = settings.get("confidence") if isinstance(settings, dict) else None
+    print()
+    print(headline_text(read_summary_csv(summary_csv), confidence if isinstance(confidence, float) else None))
+    config = [f"spec={arguments.spec}"]
+    if arguments.results_root != Path("results"):
+        config.append(f"results_root={arguments.results_root}")
+    config += [
+        f"{axis}={getattr(arguments, axis)}"
+        for axis in ("environments", "architectures", "probes")
+        if getattr(arguments, axis)
+    ]
+    print()
+    print("report (charts and tables in one offline HTML file):")
+    print(f"  snakemake --report {results / 'report.html'} --config {' '.join(config)}")
+    return 0
+
+
+def compare_command(new: Path, stored: Path) -> int:
+    """Check the rerun summary ``new`` against ``stored``; 0 if every stored row is reproduced
+    within its interval, else 1."""
+    # Here, not at the top: polars, for this command only.
+    from mesaprobe.analysis.headline import (
+        compare_summaries,
+        comparison_text,
+        extra_row_count,
+        read_summary_csv,
+    )
+
+    new_rows, stored_rows = read_summary_csv(new), read_summary_csv(stored)
+    if stored_rows.height == 0:
+        raise UserError(f"{stored}: the stored summary has no rows to compare with")
+    checks = compare_summaries(new_rows, stored_rows)
+    print(comparison_text(checks, extra_row_count(new_rows, stored_rows)))
+    return 0 if all(check.inside for check in checks) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
