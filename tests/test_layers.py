@@ -30,6 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("mesaprobe.baselines",),
     ("mesaprobe.train",),
     ("mesaprobe.kinds",),
+    ("mesaprobe.gym",),  # Gymnasium environments of every family, frozen runs as policies
     ("mesaprobe.probes",),
     ("mesaprobe.study",),
     ("mesaprobe.analysis",),
