@@ -13,10 +13,12 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-report: "workflow/report/workflow.rst"
-
-
 include: "workflow/rules/common.smk"
+
+
+report: front_page()
+
+
 include: "workflow/rules/train.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/analysis.smk"

@@ -541,7 +541,7 @@ def test_make_charts_writes_offline_html_and_svg(tmp_path: Path) -> None:
     assert band["encoding"]["y"]["field"] == "ci_low"
     assert band["encoding"]["y2"]["field"] == "ci_high"
     assert line["encoding"]["color"]["field"] == "agent"
-    assert line["encoding"]["strokeDash"]["field"] == "agent_kind"
+    assert line["encoding"]["strokeDash"]["field"] == "agent"  # with the colour: one legend shows both
     assert line["encoding"]["x"]["title"] == "step"
     assert line["encoding"]["y"]["title"] == "regret per step (expected)"
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import polars as pl
@@ -45,11 +44,9 @@ def snakemake(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
 def test_tiny_study_through_snakemake(tmp_path):
     spec = tmp_path / "smoke.yaml"
     spec.write_text(SMOKE_STUDY)
-    started = time.perf_counter()
+    # How long it takes is a benchmark's business (benchmarks/), not this test's.
     result = snakemake("--cores", "2", "--config", f"spec={spec}", "results_root=results", cwd=tmp_path)
-    elapsed = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-3000:]
-    assert elapsed < 60, f"the smoke study took {elapsed:.0f} s"
 
     out = tmp_path / "results" / "smoke"
     summary = pl.read_csv(out / "tables" / "summary.csv")

@@ -116,8 +116,11 @@ def parser() -> argparse.ArgumentParser:
     )
     with_results(sub)
 
-    sub = command("chart", "draw the study's charts (HTML with inline Vega + SVG)")
+    sub = command(
+        "chart", "draw the study's charts (HTML with inline Vega + SVG) and the report's front page"
+    )
     with_results(sub)
+    sub.add_argument("--log-steps", action="store_true", help="draw curves against a log-scaled step axis")
 
     sub = command("summary", "where a study's results are, its headline numbers and the report command")
     sub.add_argument(
@@ -255,8 +258,15 @@ def run_command(arguments: argparse.Namespace) -> int:
         print("\n".join(str(path) for path in written.values()))
     elif arguments.command == "chart":
         from mesaprobe.analysis.charts import make_charts  # altair: for the chart step only
+        from mesaprobe.analysis.front_page import FRONT_PAGE, write_front_page  # polars: the chart step
 
-        written = make_charts(results / "tables", results / "charts", chart_outputs(study, plan))
+        charts = chart_outputs(study, plan)
+        written = make_charts(results / "tables", results / "charts", charts, log_steps=arguments.log_steps)
+        written.append(
+            write_front_page(
+                study, results / "tables", results / "charts", charts, results / "report" / FRONT_PAGE
+            )
+        )
         print("\n".join(str(path) for path in written))
     return 0
 

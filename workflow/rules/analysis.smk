@@ -31,7 +31,8 @@ rule collect:
             labels={"table": "totals by setting"},
         ),
         inside=f"{OUT}/tables/inside.parquet",
-        inside_csv=report(
+        inside_csv=report_if(
+            PLAN.inside_inputs,
             f"{OUT}/tables/inside.csv",
             caption="../report/inside.rst",
             category="Tables",
@@ -57,6 +58,7 @@ rule chart:
         rules.collect.output.training,
     output:
         chart_reports(),
+        front_page=f"{OUT}/report/front.rst",
     log:
         f"{OUT}/logs/chart.log",
     threads: 1

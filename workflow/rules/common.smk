@@ -2,6 +2,8 @@
 
 import atexit
 import gc
+import shlex
+from pathlib import Path
 import sys
 
 from mesaprobe.errors import UserError
@@ -52,6 +54,23 @@ OUT = f"{RESULTS_ROOT}/{STUDY.name}"
 SELECTION = " ".join(
     f"--{axis} {config[axis]}" for axis in ("environments", "architectures", "probes") if config.get(axis)
 )
+# --config log_steps=true draws curves against a log-scaled step axis.
+LOG_STEPS = "--log-steps" if str(config.get("log_steps", "")).lower() in ("1", "true", "yes") else ""
+
+
+def report_if(shown, path, **entry):
+    """``path`` as a report entry when ``shown`` (e.g. the study has inside probes), else as a
+    plain output: the report leaves out tables that are empty for this study."""
+    return report(path, **entry) if shown else path
+
+
+def front_page():
+    """The report's opening text: the study's front page once the chart step wrote it (its
+    question, headline table and chart; mesaprobe.analysis.front_page), else the generic one."""
+    written = Path(OUT, "report", "front.rst").resolve()
+    return str(written) if written.exists() else "workflow/report/workflow.rst"
+
+
 # The package's command line, run by the interpreter that runs Snakemake (no PATH needed).
 # SPEC, RESULTS_ROOT and MESAPROBE are used in shell commands directly rather than as
 # params (snakemake --lint suggests params): every output path already carries a hash of

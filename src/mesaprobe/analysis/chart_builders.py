@@ -36,7 +36,7 @@ from mesaprobe.analysis.chart_style import (
     HEIGHT,
     WIDTH,
     agent_color,
-    agent_kind_dash,
+    agent_dash,
     agent_scale,
     interval_tooltips,
     seeds_subtitle,
@@ -51,19 +51,20 @@ def curve_chart(
     metric: str,
     agents: list[str],
     confidence: float,
+    log_steps: bool = False,
 ) -> alt.LayerChart:
     """Mean curve of the step metric ``metric`` with its bootstrap band, one line per agent.
 
     ``bands`` holds the curve-band rows of one (environment, probe);
     ``agents`` fixes the color of every agent in the study.  The y axis carries the
-    metric family's title of ``metric``.
+    metric family's title of ``metric``; ``log_steps`` draws the steps on a log scale.
     """
     family = family_of_metric(metric)
     y_title = family.step_titles[family.step_metrics.index(metric)]
     rows = bands.filter(pl.col("metric") == metric).sort("agent", "step")
     first = rows.row(0, named=True)
     data = rows.select("agent", "agent_kind", "step", "mean", "ci_low", "ci_high")
-    x = alt.X("step:Q", title="step", scale=alt.Scale(nice=False))
+    x = alt.X("step:Q", title="step", scale=alt.Scale(nice=False, type="log" if log_steps else "linear"))
     band = (
         alt.Chart(data)
         .mark_area(opacity=0.2)
@@ -81,7 +82,7 @@ def curve_chart(
             x=x,
             y=alt.Y("mean:Q", title=y_title),
             color=agent_color(agents, legend=True),
-            strokeDash=agent_kind_dash(),
+            strokeDash=agent_dash(agents),
             tooltip=[
                 alt.Tooltip("agent:N"),
                 alt.Tooltip("step:Q"),
@@ -102,13 +103,16 @@ def total_chart(
     agents: list[str],
     confidence: float,
     metric: str | None = None,
+    optimum: str | None = None,
 ) -> alt.LayerChart:
-    """Horizontal bars of an episode metric's mean per agent with bootstrap error bars, best first.
+    """Horizontal bars of an episode metric's mean per agent with error bars, best first, on an
+    axis zoomed to the values (not from 0: differences of a few percent stay visible).
 
     ``summary`` holds the summary rows of one (environment, probe); ``metric`` is the
     family's total unless given; ``horizon`` is the episode length the total is summed
     over.  Best is the largest value where the family says higher is better (reward),
-    else the smallest (log-loss).
+    else the smallest (log-loss).  ``optimum`` names the exact optimum's agent, drawn also
+    as a dashed reference rule across the chart.
     """
     metric = metric or family.total
     rows = summary.filter(pl.col("metric") == metric).sort("agent")
@@ -119,9 +123,9 @@ def total_chart(
     x_title = family.bar_axis_title(metric, horizon)
     bars = (
         alt.Chart(data)
-        .mark_bar()
+        .mark_bar(clip=True)
         .encode(
-            x=alt.X("mean:Q", title=x_title),
+            x=alt.X("mean:Q", title=x_title, scale=alt.Scale(zero=False)),
             y=y,
             color=agent_color(agents, legend=False),
             tooltip=[
@@ -134,11 +138,21 @@ def total_chart(
     error_bars = (
         alt.Chart(data)
         .mark_errorbar(ticks=True, color="black")
-        .encode(x=alt.X("ci_low:Q", title=x_title), x2="ci_high:Q", y=y)
+        .encode(x=alt.X("ci_low:Q", title=x_title, scale=alt.Scale(zero=False)), x2="ci_high:Q", y=y)
     )
+    layers = [bars, error_bars]
+    reference = rows.filter(pl.col("agent") == optimum) if optimum is not None else rows.clear()
+    if reference.height:
+        rule = pl.DataFrame({"mean": [reference["mean"][0]], "label": [f"exact optimum ({optimum})"]})
+        layers.append(alt.Chart(rule).mark_rule(strokeDash=[4, 3], color="black").encode(x=alt.X("mean:Q")))
+        layers.append(
+            alt.Chart(rule)
+            .mark_text(align="left", dx=4, dy=-6, fontSize=11)
+            .encode(x=alt.X("mean:Q"), y=alt.value(0), text="label:N")
+        )
     title = view_title(family, metric, first["environment"], first["probe"], seeds_subtitle(rows, confidence))
     bar_height = max(HEIGHT // 2, 24 * rows.height)
-    return alt.layer(bars, error_bars).properties(width=WIDTH, height=bar_height, title=title)
+    return alt.layer(*layers).properties(width=WIDTH, height=bar_height, title=title)
 
 
 def regret_ratio_chart(summary: pl.DataFrame, agents: list[str], confidence: float) -> alt.LayerChart:
@@ -382,7 +396,7 @@ def sweep_chart(
         x=x,
         y=y,
         color=agent_color(agents, legend=True),
-        strokeDash=agent_kind_dash(),
+        strokeDash=agent_dash(agents),
     )
     points = lines.mark_point(filled=True, size=30).encode(x=x, y=y, fill=fill, tooltip=tooltip)
     # Every point's interval as a rule too: a band needs two points, the end point has none.

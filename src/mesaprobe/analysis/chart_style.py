@@ -22,18 +22,57 @@ WIDTH, HEIGHT = 640, 360
 STROKE_DASH = {"architecture": [1, 0], "baseline": [6, 3]}
 
 
-def study_agents(rows: pl.DataFrame) -> list[str]:
+#: Colour families: trained architectures in saturated colours, baselines in muted greys and
+#: browns, so the two kinds are told apart at a glance (and by line style, :data:`STROKE_DASH`).
+ARCHITECTURE_COLOURS = (
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#e377c2", "#bcbd22",
+    "#08519c", "#a50f15", "#006d2c", "#54278f",
+)  # fmt: skip
+BASELINE_COLOURS = (
+    "#7f7f7f", "#8c564b", "#525252", "#c49c94", "#969696", "#6b4e3d", "#bdbdbd", "#a6761d",
+    "#3f3f3f", "#d9b99b",
+)  # fmt: skip
+
+
+class AgentOrder(list):
+    """Agents in table order, architectures first; ``architectures`` counts them (the rest are
+    baselines), so every chart gives each kind its colour family and line style."""
+
+    def __init__(self, agents: list[str], architectures: int):
+        super().__init__(agents)
+        self.architectures = architectures
+
+
+def study_agents(rows: pl.DataFrame) -> AgentOrder:
     """Every agent of ``rows`` in table order (architectures first), for stable colors."""
     kind_rank = pl.col("agent_kind").replace_strict(
         {kind: rank for rank, kind in enumerate(AGENT_KINDS)}, return_dtype=pl.Int64
     )
     agents = rows.select("agent", kind_rank.alias("kind_rank")).unique().sort("kind_rank", "agent")
-    return agents["agent"].unique(maintain_order=True).to_list()
+    names = agents["agent"].unique(maintain_order=True).to_list()
+    architectures = agents.filter(pl.col("kind_rank") == 0)["agent"].n_unique()
+    return AgentOrder(names, architectures)
+
+
+def _architecture_count(agents: list[str]) -> int:
+    return agents.architectures if isinstance(agents, AgentOrder) else len(agents)
 
 
 def agent_scale(agents: list[str]) -> alt.Scale:
-    """One color per agent, stable across every chart of a study."""
-    return alt.Scale(domain=agents, scheme="tableau10" if len(agents) <= 10 else "tableau20")
+    """One color per agent, stable across every chart of a study: architectures from
+    :data:`ARCHITECTURE_COLOURS`, baselines from :data:`BASELINE_COLOURS`."""
+    count = _architecture_count(agents)
+    colours = [ARCHITECTURE_COLOURS[i % len(ARCHITECTURE_COLOURS)] for i in range(count)]
+    colours += [BASELINE_COLOURS[i % len(BASELINE_COLOURS)] for i in range(len(agents) - count)]
+    return alt.Scale(domain=list(agents), range=colours)
+
+
+def agent_dash(agents: list[str]) -> alt.StrokeDash:
+    """Line style by agent (solid architectures, dashed baselines: :data:`STROKE_DASH`), on the same
+    field and title as :func:`agent_color`, so one legend shows each agent's colour and dash."""
+    count = _architecture_count(agents)
+    dashes = [STROKE_DASH["architecture"]] * count + [STROKE_DASH["baseline"]] * (len(agents) - count)
+    return alt.StrokeDash("agent:N", scale=alt.Scale(domain=list(agents), range=dashes), title="agent")
 
 
 def agent_color(agents: list[str], legend: bool) -> alt.Color:

@@ -97,7 +97,9 @@ def save_chart(chart: alt.TopLevelMixin, charts_dir: str | Path, stem: str) -> l
     return written
 
 
-def make_charts(tables_dir: str | Path, charts_dir: str | Path, charts: Sequence[Chart]) -> list[Path]:
+def make_charts(
+    tables_dir: str | Path, charts_dir: str | Path, charts: Sequence[Chart], log_steps: bool = False
+) -> list[Path]:
     """Draw ``charts`` from a study's tables into ``charts_dir``; return the files written.
 
     ``charts`` are a study's :func:`~mesaprobe.study.outputs.chart_outputs` (or, for tables
@@ -112,11 +114,11 @@ def make_charts(tables_dir: str | Path, charts_dir: str | Path, charts: Sequence
     tables = _read_tables(Path(tables_dir), inside=any(chart.inside for chart in charts))
     written: list[Path] = []
     for chart in charts:
-        written += save_chart(_draw(chart, tables), charts_dir, chart.stem)
+        written += save_chart(_draw(chart, tables, log_steps), charts_dir, chart.stem)
     return written
 
 
-def _draw(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
+def _draw(chart: Chart, tables: _Tables, log_steps: bool = False) -> alt.TopLevelMixin:
     if chart.inside:
         return _inside_chart(chart, tables)
     if chart.chart == "overview":
@@ -131,7 +133,7 @@ def _draw(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
         return _regret_ratio_chart(chart, tables)
     if chart.plots == "ladder":  # from the summary's cost columns (mesaprobe.analysis.ladder_charts)
         return ladder_chart(tables.directory, chart, tables.agents, tables.confidence)
-    return _view_chart(chart, tables)
+    return _view_chart(chart, tables, log_steps)
 
 
 def _regret_ratio_chart(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
@@ -146,7 +148,7 @@ def _regret_ratio_chart(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
     return regret_ratio_chart(view_summary, tables.agents, tables.confidence)
 
 
-def _view_chart(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
+def _view_chart(chart: Chart, tables: _Tables, log_steps: bool = False) -> alt.TopLevelMixin:
     """A curve or bars of one (environment, probe)."""
     key = (chart.environment, chart.probe)
     family = chart.family
@@ -164,14 +166,22 @@ def _view_chart(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
             f"whose metrics are {', '.join(family.step_metrics)}",
         )
     if family.is_curve(chart.chart):
-        return curve_chart(view_bands, chart.plots, tables.agents, tables.confidence)
+        return curve_chart(view_bands, chart.plots, tables.agents, tables.confidence, log_steps)
     view_summary = tables.view_summaries.get(key)
     if view_summary is None:
         raise ArtifactError(
             tables.directory / TABLE_FILES["summary"], f"no rows for environment {key[0]!r}, probe {key[1]!r}"
         )
     horizon = int(view_bands["step"].max())  # type: ignore[arg-type]
-    return total_chart(view_summary, family, horizon, tables.agents, tables.confidence, metric=chart.plots)
+    return total_chart(
+        view_summary,
+        family,
+        horizon,
+        tables.agents,
+        tables.confidence,
+        metric=chart.plots,
+        optimum=chart.optimum,
+    )
 
 
 def _overview_chart(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:

@@ -134,6 +134,132 @@ class Study:
     architecture_environments: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     """Architecture label -> the environments (names) it is trained on and probed on
     (``architectures.<name>.environments``); an architecture not listed plays every environment."""
+    question: str = ""
+    """The question the study answers (``question``), which opens the report's front page."""
+    ladder_charts: bool = False
+    """Draw the architecture-ladder charts (``ladder_charts``; see
+    :func:`mesaprobe.study.outputs.ladder_charts`)."""
+
+
+#: Deepest nesting of mappings and lists a study may have (a study needs about six levels).
+MAX_NESTING = 32
+#: Most values (scalars, lists and mappings) a study may hold once its aliases are expanded.
+MAX_VALUES = 100_000
+#: Most points a grid may expand to (the product of its value counts).
+MAX_GRID_POINTS = 10_000
+#: Most blocks of settings a grid may make the loader check: points x (environments +
+#: architectures + probes + baselines + 1 for training); about 40 microseconds each.
+MAX_GRID_SETTINGS = 100_000
+
+#: JSON-schema type names as messages say them.
+JSON_TYPES = {
+    "object": "a mapping",
+    "array": "a list",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+#: What YAML reads a plain key as, for the message refusing it (``on`` is a boolean).
+YAML_KEY_TYPES = {"bool": "a boolean", "int": "an integer", "float": "a number", "null": "null"}
+YAML_STRING = "tag:yaml.org,2002:str"
+YAML_MERGE = "tag:yaml.org,2002:merge"
+
+
+class StudyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only: no Python object can be built from a study),
+    refusing a file that nests deeper than :data:`MAX_NESTING` levels while it is composed
+    (PyYAML composes recursively, so deeper files would exhaust Python's stack)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self.depth = 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_NESTING:
+                mark = self.peek_event().start_mark
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {MAX_NESTING} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def node_text(node: yaml.Node) -> str:
+    """A key's node as the file writes it (for error messages)."""
+    return str(node.value) if isinstance(node, yaml.ScalarNode) else f"a {node.id}"
+
+
+def check_nodes(root: yaml.Node, path: Path) -> None:
+    """Refuse keys that are not strings or appear twice in one mapping, recursive aliases, and
+    aliases that expand the file beyond :data:`MAX_VALUES` values (counted on the node graph,
+    where each alias is one shared node, so a bomb of aliases is counted without expanding it)."""
+    sizes: dict[int, int] = {}  # node id -> values once expanded
+    open_nodes: set[int] = set()
+
+    def line(node: yaml.Node) -> str:
+        return f"line {node.start_mark.line + 1}"
+
+    def place(node: yaml.Node) -> str:
+        return f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}"
+
+    def size(node: yaml.Node, key: str) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise SpecError(path, key, f"an alias refers to a value that contains it ({line(node)})")
+        open_nodes.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[str, yaml.Node] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == YAML_MERGE:
+                    total += size(value_node, key)
+                    continue
+                text = node_text(key_node)
+                child = f"{key}.{text}" if key else text
+                if key_node.tag != YAML_STRING:
+                    tag = key_node.tag.rsplit(":", 1)[-1]
+                    problem = (
+                        f"expected a name, got {text!r}, which YAML reads as "
+                        f"{YAML_KEY_TYPES.get(tag, tag)} ({line(key_node)}); quote it"
+                    )
+                    raise SpecError(path, child, problem)
+                if text in seen:
+                    raise SpecError(
+                        path,
+                        child,
+                        f"given twice in one mapping ({place(seen[text])} and {place(key_node)}); "
+                        "YAML would keep the last one",
+                    )
+                seen[text] = key_node
+                total += size(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            total += sum(size(item, f"{key}[{index}]") for index, item in enumerate(node.value))
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        if total > MAX_VALUES:
+            raise SpecError(path, key, f"holds more than {MAX_VALUES:,} values once its aliases are expanded")
+        return total
+
+    size(root, "")
+
+
+def parse_yaml(text: str, path: Path) -> Any:
+    """The data of a study file, checked by :func:`check_nodes` before it is built."""
+    loader = StudyLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        check_nodes(node, path)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def read_yaml(path: Path) -> Any:
@@ -311,6 +437,7 @@ def load_study(path: str | Path) -> Study:
 
     return Study(
         name=data["study"],
+        question=data.get("question", ""),
         file=str(path),
         spec_hash=settings_hash(data, length=16),
         seeds=tuple(data.get("seeds", [0])),

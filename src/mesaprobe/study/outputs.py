@@ -34,7 +34,7 @@ the variant, e.g. ``gru[lr=0.001]``), so baselines always appear next to every t
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from mesaprobe.envs import ENVIRONMENTS
@@ -80,6 +80,9 @@ class Chart:
     """The task-pool sweep of a transition chart; the window sweeps of a window chart."""
     inside: bool = False
     """Drawn from the inside summary (``inside.parquet``), else from the curve bands and summary."""
+    optimum: str | None = None
+    """The agent that is the exact optimum on these tasks, drawn as a reference where it plays
+    (:attr:`mesaprobe.study.plan.Plan.references`)."""
 
     @property
     def family(self) -> MetricFamily:
@@ -179,6 +182,7 @@ def summary_charts(
     probes: list[str] | dict[str, list[str]],
     sweeps: Sweeps | None = None,
     ratios: Iterable[tuple[str, str]] = (),
+    optima: Mapping[tuple[str, str], str] | None = None,
 ) -> list[Chart]:
     """The charts of the curve bands and summary of these environments, probes and sweeps.
 
@@ -188,7 +192,8 @@ def summary_charts(
     environment).  ``sweeps`` (:func:`mesaprobe.study.sweeps.study_sweeps`) adds a transition
     chart per task-pool sweep and a window chart per environment a window sweep serves.
     ``ratios`` lists the (environment, probe) pairs with a regret ratio
-    (:attr:`mesaprobe.study.plan.Plan.references`), each of which gets a regret-ratio chart.
+    (:attr:`mesaprobe.study.plan.Plan.references`), each of which gets a regret-ratio chart;
+    ``optima`` names the exact optimum of an (environment, probe), a reference line in its charts.
     """
     probes_of = probes if isinstance(probes, dict) else {environment: probes for environment, _ in views}
     ratios = set(ratios)
@@ -196,8 +201,17 @@ def summary_charts(
     for environment, kind in views:
         family = METRIC_FAMILIES[kind]
         for probe in probes_of.get(environment, []):
+            optimum = (optima or {}).get((environment, probe))
             charts += [
-                Chart(chart_stem(chart, environment, probe, kind), metric, chart, kind, environment, probe)
+                Chart(
+                    chart_stem(chart, environment, probe, kind),
+                    metric,
+                    chart,
+                    kind,
+                    environment,
+                    probe,
+                    optimum=optimum,
+                )
                 for chart, metric in family.charts.items()
             ]
             if (environment, probe) in ratios:
@@ -321,9 +335,10 @@ def chart_outputs(study: Study, plan: Plan | None = None) -> list[Chart]:
     }
     plan = plan or make_plan(study)
     ratios = [key for key, reference in plan.references.items() if reference.regret_ratio is not None]
+    optima = {key: reference.optimum for key, reference in plan.references.items() if reference.optimum}
     return _named_once(
         [
-            *summary_charts(views, played, study_sweeps(study), ratios),
+            *summary_charts(views, played, study_sweeps(study), ratios, optima),
             *inside_charts(study),
             *ladder_charts(study, views, played),
             *learning_curve_charts(study),
