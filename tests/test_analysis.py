@@ -18,6 +18,7 @@ import scipy.stats
 
 from mesaprobe.analysis.charts import make_charts
 from mesaprobe.analysis.collect import collect, episode_metric_values, paper_table
+from mesaprobe.analysis.costs import MODEL_COST_COLUMNS
 from mesaprobe.analysis.tables import (
     CURVE_BANDS_COLUMNS,
     CURVES_COLUMNS,
@@ -168,11 +169,11 @@ def test_collect_writes_exact_schemas(tiny_tables: dict[str, Path]) -> None:
     expected = {
         "curves": CURVES_COLUMNS,
         "curve_bands": CURVE_BANDS_COLUMNS,
-        "summary": SUMMARY_COLUMNS,
+        "summary": {**SUMMARY_COLUMNS, **MODEL_COST_COLUMNS},  # costs: null without manifests
     }
     for key, columns in expected.items():
         assert pl.read_parquet(tiny_tables[key]).schema == pl.Schema(columns), key
-    csv = pl.read_csv(tiny_tables["summary_csv"], schema=SUMMARY_COLUMNS)
+    csv = pl.read_csv(tiny_tables["summary_csv"], schema={**SUMMARY_COLUMNS, **MODEL_COST_COLUMNS})
     assert csv.equals(pl.read_parquet(tiny_tables["summary"]))
     provenance = json.loads(tiny_tables["provenance"].read_text())
     assert provenance["confidence"] == 0.95 and provenance["inside_bootstrap"]["resamples"] == 200

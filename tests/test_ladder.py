@@ -7,9 +7,11 @@ import math
 
 import pytest
 import torch
+import yaml
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from mesaprobe.models import ARCHITECTURES, build_model
+from tests.conftest import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -218,3 +220,208 @@ def test_parameter_count_is_every_parameter():
     model = make("gru", {"hidden": 8})
     assert model.parameter_count() == 3 * (INPUTS * 8 + 8 * 8 + 2 * 8) + 8 * OUTPUTS + OUTPUTS
     assert math.isclose(model.parameter_count(), sum(p.numel() for p in model.parameters()))
+
+
+# --------------------------------------------------------------------------- studies of the ladder
+
+LADDER_STUDY = """\
+study: ladder_tiny
+seeds: [0]
+ladder_charts: true
+environments:
+  bandit2: {family: bernoulli_bandit, arms: 2, horizon: 8}
+architectures:
+  memoryless: {family: memoryless, hidden: 8}
+  lru: {family: lru, d_model: 8, state: 4, layers: 1}
+  mamba: {family: mamba, d_model: 8, layers: 1, d_state: 4}
+  linear_attention: {family: linear_attention, d_model: 8, layers: 1, heads: 2}
+  transformer_w2: {family: transformer, d_model: 8, layers: 1, heads: 2, context: 2}
+training: {env_steps: 128, batch: 16}
+probes:
+  adaptation: {kind: adaptation, episodes: 16, batch: 16}
+baselines: [random]
+"""
+
+
+def write_study(tmp_path, text: str, change=None):
+    data = yaml.safe_load(text)
+    if change is not None:
+        change(data)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def set_in(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def change(data):
+        node = data
+        for key in keys[:-1]:
+            node = node[key]
+        node[keys[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (
+            set_in("architectures", "transformer_w2", "context", 0),
+            "architectures.transformer_w2.context: expected 'full' or a window of at least 1 step, got 0",
+        ),
+        (
+            set_in("architectures", "linear_attention", "heads", 3),
+            "architectures.linear_attention.heads: d_model (8) must split into 3 heads of equal size "
+            "(each carries a (d_model / heads)^2 fast-weight state)",
+        ),
+        (
+            set_in("architectures", "lru", "r_max", 1.0),
+            "architectures.lru.r_max: expected a modulus in (r_min = 0.5, 1), got 1.0",
+        ),
+        (
+            set_in("architectures", "mamba", "d_state", 0),
+            "architectures.mamba.d_state: expected a positive integer, got 0",
+        ),
+        (
+            set_in("architectures", "mamba", "training", {"algorithm": "reptile"}),
+            "architectures.mamba.training.algorithm: reptile trains only the memoryless architecture; "
+            "architecture 'mamba' is mamba",
+        ),
+        (set_in("ladder_charts", "yes"), "ladder_charts: expected boolean, got the string 'yes'"),
+    ],
+    ids=["window-0", "state-heads", "lru-radius", "mamba-state", "family-algorithm", "ladder-charts"],
+)
+def test_validate_refuses_bad_ladder_settings_in_one_line(tmp_path, capsys, change, message):
+    from mesaprobe import cli
+
+    path = write_study(tmp_path, LADDER_STUDY, change)
+    assert cli.main(["validate", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert error == f"mesaprobe: error: {path}: {message}\n"
+
+
+@pytest.mark.parametrize("spec", ["ladder.yaml", "ladder_small.yaml"])
+def test_ladder_rungs_are_matched_in_parameters(spec):
+    """Every rung of the shipped ladders within 15% of the GRU's parameter count, on every environment."""
+    from mesaprobe.jobs import make_environment, new_model
+    from mesaprobe.study import load_study, make_plan
+
+    plan = make_plan(load_study(REPO / "specs" / spec))
+    counts: dict[str, dict[str, int]] = {}
+    for run in plan.runs:
+        if run.seed == 0:
+            model = new_model(run, make_environment(run.environment))
+            counts.setdefault(run.environment.label, {})[run.agent] = model.parameter_count()
+    assert len({agent for rungs in counts.values() for agent in rungs}) == 10
+    for environment, rungs in counts.items():
+        for agent, count in rungs.items():
+            assert abs(count / rungs["gru"] - 1) <= 0.15, (environment, agent, count, rungs["gru"])
+
+
+def test_only_studies_that_ask_get_ladder_charts(tmp_path):
+    from mesaprobe.study import load_study
+    from mesaprobe.study.outputs import chart_outputs
+
+    charts = chart_outputs(load_study(write_study(tmp_path, LADDER_STUDY)))
+    ladder = [chart.stem for chart in charts if chart.plots == "ladder"]
+    assert ladder == ["ladder_state_floats_bandit2_adaptation", "ladder_flops_per_step_bandit2_adaptation"]
+    plain = load_study(write_study(tmp_path, LADDER_STUDY, set_in("ladder_charts", False)))
+    assert not [chart for chart in chart_outputs(plain) if chart.plots == "ladder"]
+
+
+@pytest.fixture(scope="module")
+def ladder_results(tmp_path_factory):
+    """The tiny ladder study trained, frozen, probed and played (tables not yet collected)."""
+    from mesaprobe import jobs
+    from mesaprobe.study import load_study, make_plan
+
+    root = tmp_path_factory.mktemp("ladder")
+    plan = make_plan(load_study(write_study(root, LADDER_STUDY)))
+    results = root / "results"
+    for run in plan.runs:
+        jobs.train_job(plan, run.id, results, progress=False)
+        jobs.freeze_job(plan, run.id, results)
+    for job in plan.probe_jobs:
+        jobs.probe_job(plan, job.run.id, job.probe.label, results, "cpu")
+    for job in plan.baseline_jobs:
+        jobs.baseline_job(plan, job.environment.label, job.probe.label, job.baseline.label, job.seed, results)
+    return plan, results
+
+
+def collected(plan, results, with_manifests: bool = True):
+    from mesaprobe import jobs
+    from mesaprobe.analysis.collect import collect
+
+    frozen = [results / run.directory / jobs.FROZEN_MANIFEST for run in plan.runs] if with_manifests else []
+    return collect(
+        [results / path for path in plan.table_inputs], results / "tables", resamples=20, frozen_paths=frozen
+    )
+
+
+def test_summary_carries_each_architectures_recorded_costs(ladder_results):
+    import polars as pl
+
+    from mesaprobe.analysis.costs import MODEL_COST_COLUMNS
+    from mesaprobe.manifests import FrozenManifest
+
+    plan, results = ladder_results
+    summary = pl.read_parquet(collected(plan, results)["summary"])
+    assert summary.columns[-3:] == list(MODEL_COST_COLUMNS)
+    assert pl.read_csv(results / "tables" / "summary.csv").columns == summary.columns
+    for run in plan.runs:
+        manifest = FrozenManifest.read(results / run.directory / "frozen.json")
+        rows = summary.filter(pl.col("agent") == run.agent)
+        assert rows.height == 3  # total, cumulative regret, adaptation
+        recorded = (manifest.parameters, manifest.state_floats, manifest.flops_per_step)
+        assert rows.select(*MODEL_COST_COLUMNS).unique().rows() == [recorded]
+    lru = summary.filter(pl.col("agent") == "lru")
+    assert lru["state_floats"][0] == 2 * 4 and lru["parameters"][0] > 0
+    window = summary.filter(pl.col("agent") == "transformer_w2")
+    assert window["state_floats"][0] == 2 * 2 * 8  # keys and values of 2 steps, one layer
+    baseline = summary.filter(pl.col("agent_kind") == "baseline")
+    assert (
+        baseline.height and baseline.select(*MODEL_COST_COLUMNS).null_count().row(0) == (baseline.height,) * 3
+    )
+
+
+def test_ladder_charts_are_drawn_from_the_costs(ladder_results, tmp_path):
+    from mesaprobe.analysis.charts import make_charts
+    from mesaprobe.errors import ArtifactError
+    from mesaprobe.study.outputs import chart_outputs
+
+    plan, results = ladder_results
+    collected(plan, results)
+    ladder = [chart for chart in chart_outputs(plan.study) if chart.plots == "ladder"]
+    written = make_charts(results / "tables", tmp_path / "charts", ladder[:1])  # state floats
+    assert [path.name for path in written] == list(ladder[0].files)
+    html = (tmp_path / "charts" / "ladder_state_floats_bandit2_adaptation.html").read_text()
+    assert "symlog" in html and "transformer_w2" in html and "random" in html
+    # Collected without the frozen manifests, the summary has no costs to draw.
+    collected(plan, results, with_manifests=False)
+    with pytest.raises(
+        ArtifactError, match="no state_floats; collect the study with its runs' frozen manifests"
+    ):
+        make_charts(results / "tables", tmp_path / "charts", ladder[:1])
+
+
+def test_seeds_that_disagree_on_their_costs_are_refused(ladder_results, tmp_path):
+    import json
+    import shutil
+
+    from mesaprobe.analysis.costs import model_costs
+    from mesaprobe.errors import ArtifactError
+
+    plan, results = ladder_results
+    run = next(run for run in plan.runs if run.agent == "lru")
+    original = results / run.directory / "frozen.json"
+    copy = tmp_path / "other_seed" / "frozen.json"
+    copy.parent.mkdir()
+    shutil.copy(original, copy)
+    data = json.loads(copy.read_text())
+    data["state_floats"] += 1
+    copy.write_text(json.dumps(data))
+    assert model_costs([original]).height == 1
+    with pytest.raises(ArtifactError, match="another seed of it records"):
+        model_costs([original, copy])

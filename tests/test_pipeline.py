@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from mesaprobe.analysis.costs import MODEL_COST_COLUMNS
 from mesaprobe.analysis.tables import SUMMARY_COLUMNS
 from tests.conftest import REPO
 
@@ -50,7 +51,10 @@ def test_tiny_study_through_snakemake(tmp_path):
 
     out = tmp_path / "results" / "smoke"
     summary = pl.read_csv(out / "tables" / "summary.csv")
-    assert summary.columns == list(SUMMARY_COLUMNS)
+    assert summary.columns == [*SUMMARY_COLUMNS, *MODEL_COST_COLUMNS]
+    # The runs' costs from their frozen manifests: a GRU's hidden state, a Transformer's cache of 6 steps.
+    state = summary.filter(pl.col("agent_kind") == "architecture").select("agent", "state_floats").unique()
+    assert dict(state.iter_rows()) == {"gru": 8, "transformer": 2 * 6 * 8}
     assert set(summary["agent"]) == {"gru", "transformer", "random", "ucb1"}
     assert set(summary["metric"]) == {"total_reward", "cumulative_regret", "adaptation"}
     assert (summary["ci_low"] <= summary["mean"]).all() and (summary["mean"] <= summary["ci_high"]).all()

@@ -253,6 +253,10 @@ def run_command(arguments: argparse.Namespace) -> int:
             results / "tables",
             resamples=arguments.resamples,
             inside_paths=[results / path for path in plan.inside_inputs],
+            # the runs' costs (parameters, state floats, FLOPs per step) for the summary
+            frozen_paths=sorted(
+                {results / job.run.directory / jobs.FROZEN_MANIFEST for job in plan.probe_jobs}, key=str
+            ),
             training_runs=trained,
         )
         print("\n".join(str(path) for path in written.values()))
