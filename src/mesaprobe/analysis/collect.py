@@ -63,7 +63,7 @@ from mesaprobe.analysis.tables import (
     TABLE_FILES,
     read_probe_table,
 )
-from mesaprobe.analysis.training import TRAINING_TABLE, TrainedRun, write_training_table
+from mesaprobe.analysis.training import TrainedRun, write_training_table
 from mesaprobe.artifacts import atomic_path, provenance, sha256_file, write_json
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.metrics import METRIC_FAMILIES, MetricFamily, adaptation_window, family_of_metric
@@ -466,7 +466,7 @@ def collect(
 
     ``training_runs`` are the runs whose training histories go into ``training.parquet``.
 
-    Returns the written paths by :data:`TABLE_FILES` key (and ``training``).  Same inputs and settings
+    Returns the written paths by :data:`TABLE_FILES` key.  Same inputs and settings
     give bit-identical tables.  Raises :class:`ArtifactError` for an unreadable or
     inconsistent probe table (naming the file) and :class:`UserError` for no inputs.
     """
@@ -535,7 +535,7 @@ def collect(
         inside.write_parquet(temporary)
     with atomic_path(written["inside_csv"]) as temporary:
         inside.write_csv(temporary)
-    written["training"] = write_training_table(training_runs, out_dir / TRAINING_TABLE)
+    write_training_table(training_runs, written["training"])
     write_json(
         written["provenance"],
         {

@@ -124,6 +124,7 @@ TABLE_FILES = {
     "total_reward_table": "total_reward_table.csv",  # each family's total (total_table)
     "inside": "inside.parquet",  # summary of the inside tables (mesaprobe.analysis.inside)
     "inside_csv": "inside.csv",
+    "training": "training.parquet",  # every run's training history (mesaprobe.analysis.training)
     "provenance": "tables.json",
 }
 

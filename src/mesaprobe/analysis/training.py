@@ -16,11 +16,12 @@ from pathlib import Path
 
 import polars as pl
 
+from mesaprobe.analysis.tables import TABLE_FILES
 from mesaprobe.artifacts import atomic_path
 from mesaprobe.manifests import TrainingManifest
 
 #: The training table's file name, in the study's ``tables/`` folder.
-TRAINING_TABLE = "training.parquet"
+TRAINING_TABLE = TABLE_FILES["training"]
 
 #: The training table: one row per run, update and training statistic.
 TRAINING_COLUMNS: dict[str, pl.DataType] = {
