@@ -29,6 +29,7 @@ from mesaprobe.baselines.bayes_optimal import (
     state_count,
 )
 from mesaprobe.baselines.gittins import (
+    TableKey,
     cache_file,
     compute_gittins_indices,
     gittins_table,
@@ -357,14 +358,16 @@ def test_gittins_qualitative_facts():
 
 
 def test_gittins_disk_cache(tmp_path):
-    path = tmp_path / "table.npy"
+    path = tmp_path / "table.npz"
+    key = TableKey(2.0, 3.0, 0.8, 5, 30, 64)
     table = compute_gittins_indices(2.0, 3.0, 0.8, 5, 30, 64)
-    write_cached(path, table)
-    assert np.array_equal(read_cached(path, 5), table, equal_nan=True)
-    assert read_cached(path, 6) is None  # another shape: not this table
+    write_cached(path, table, key)
+    assert np.array_equal(read_cached(path, key), table, equal_nan=True)
+    assert read_cached(path, TableKey(2.0, 3.0, 0.8, 6, 30, 64)) is None  # another shape: not this table
+    assert read_cached(path, TableKey(2.0, 3.0, 0.9, 5, 30, 64)) is None  # another discount
     path.write_bytes(b"not a numpy file")
-    assert read_cached(path, 5) is None
-    assert read_cached(tmp_path / "missing.npy", 5) is None
+    assert read_cached(path, key) is None
+    assert read_cached(tmp_path / "missing.npz", key) is None
     # The cached function writes under $XDG_CACHE_HOME and recomputes an unreadable file.
     compute = gittins_table.__wrapped__  # bypass the in-process cache
     first = compute(2.0, 3.0, 0.8, 5, 30, 64)
@@ -372,7 +375,7 @@ def test_gittins_disk_cache(tmp_path):
     assert written.parent == Path(os.environ["XDG_CACHE_HOME"]) / "mesaprobe" and written.exists()
     written.write_bytes(b"garbage")
     assert np.array_equal(compute(2.0, 3.0, 0.8, 5, 30, 64), first, equal_nan=True)
-    assert np.array_equal(read_cached(written, 5), first, equal_nan=True)
+    assert np.array_equal(read_cached(written, TableKey(2.0, 3.0, 0.8, 5, 30, 64)), first, equal_nan=True)
     assert not list(written.parent.glob("*.tmp"))
 
 

@@ -1,9 +1,14 @@
-"""Faults and bad input: divergence, mutated studies (property-based), determinism of tables."""
+"""Faults and bad input: divergence, mutated and known-invalid studies (property-based, and
+through Snakemake's dry run), determinism of tables."""
 
 from __future__ import annotations
 
 import copy
 import math
+import random
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -14,8 +19,10 @@ from hypothesis import HealthCheck, given, settings
 
 from mesaprobe import cli, jobs
 from mesaprobe.study import load_study, make_plan
+from mesaprobe.study.load import MAX_GRID_POINTS
+from mesaprobe.study.plan import RUN_ID_PATTERN
 from mesaprobe.train import loop
-from tests.conftest import TINY_STUDY, run_all_jobs
+from tests.conftest import REPO, TINY_STUDY, run_all_jobs
 
 
 def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, tiny_spec, monkeypatch):
@@ -100,6 +107,10 @@ def mutated_studies(draw) -> bytes:
     return text + extra
 
 
+def files_in(directory: Path) -> list[str]:
+    return sorted(str(path.relative_to(directory)) for path in directory.rglob("*"))
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=mutated_studies())
 def test_mutated_studies_fail_cleanly_or_validate(tmp_path_factory, content, capsys, monkeypatch):
@@ -110,13 +121,148 @@ def test_mutated_studies_fail_cleanly_or_validate(tmp_path_factory, content, cap
     code = cli.main(["validate", str(spec)])
     captured = capsys.readouterr()
     if code == 0:
-        assert "is valid" in captured.out
-        return
-    assert code == 2, captured.err
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
-    assert lines[0].startswith(f"mesaprobe: error: {spec}: "), lines[0]
-    assert not (directory / "results").exists()
+        # Valid as mutated: what it says it would run is a plan whose every job has its own id.
+        plan = make_plan(load_study(spec))
+        runs, probes, baselines = (
+            int(n) for n in re.findall(r"(\d+) (?:runs|probe jobs|baseline jobs)", captured.out)
+        )
+        assert (runs, probes, baselines) == (len(plan.runs), len(plan.probe_jobs), len(plan.baseline_jobs))
+        assert probes + baselines > 0
+        assert len({run.id for run in plan.runs}) == runs
+        assert all(re.fullmatch(RUN_ID_PATTERN, run.id) for run in plan.runs)
+        outputs = [job.output for job in (*plan.probe_jobs, *plan.baseline_jobs)]
+        assert len(set(outputs)) == len(outputs)
+    else:
+        assert code == 2, captured.err
+        lines = captured.err.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in captured.err, captured.err
+        assert lines[0].startswith(f"mesaprobe: error: {spec}: "), lines[0]
+    # Commands that write results, given an invalid study or a job it does not have, refuse
+    # before they write anything.
+    for command in (["train", str(spec), "--run", "no-such-run"], ["collect", str(spec)]):
+        assert cli.main([*command, "--results-root", "results"]) == 2
+        assert "Traceback" not in capsys.readouterr().err
+    assert files_in(directory) == ["study.yaml"]
+
+
+# --------------------------------------------------------------------------- known-invalid studies
+#
+# Each generator breaks the tiny study in one known way, choosing the details with ``pick``
+# (a Hypothesis draw, or a seeded random choice for the dry runs), and returns the study's text
+# and the key its refusal must name.
+
+
+def non_string_key(pick) -> tuple[str, str]:
+    """A name that YAML 1.1 reads as a boolean, a number or null."""
+    word = pick(["on", "off", "yes", "no", "true", "False", "null", "~", "7", "1.5", "0x1f", "-3"])
+    block = pick(["environments", "architectures", "probes", "training"])
+    entry = {
+        "environments": f"  {word}: {{family: bernoulli_bandit, arms: 2, horizon: 8}}\n",
+        "architectures": f"  {word}: {{family: gru, hidden: 8}}\n",
+        "probes": f"  {word}: {{kind: adaptation, episodes: 10}}\n",
+    }
+    if block == "training":
+        return TINY_STUDY.replace("\ntraining: {", f"\ntraining: {{{word}: 1, "), f"training.{word}"
+    return TINY_STUDY.replace(f"{block}:\n", f"{block}:\n{entry[block]}"), f"{block}.{word}"
+
+
+def duplicate_key(pick) -> tuple[str, str]:
+    """A key given twice in one mapping (YAML would keep the last silently)."""
+    where = pick(["study", "environment", "architecture", "setting", "training"])
+    if where == "study":
+        return "study: other\n" + TINY_STUDY, "study"
+    if where == "environment":
+        again = "  bandit2: {family: bernoulli_bandit, arms: 3, horizon: 8}\n"
+        return TINY_STUDY.replace("architectures:\n", again + "architectures:\n"), "environments.bandit2"
+    if where == "architecture":
+        again = f"  gru: {{family: {pick(['lstm', 'gru', 'memoryless'])}, hidden: 8}}\n"
+        return TINY_STUDY.replace("  transformer:", again + "  transformer:"), "architectures.gru"
+    if where == "setting":
+        return TINY_STUDY.replace("horizon: 8,", "horizon: 8, horizon: 16,"), "environments.bandit2.horizon"
+    return TINY_STUDY + "training: {lr: 0.1}\n", "training"
+
+
+def huge_grid(pick) -> tuple[str, str]:
+    """A grid of more points than a study may expand to, written as k keys of n values."""
+    keys = ("gamma", "gae_lambda", "value_coef", "entropy_coef", "max_grad_norm", "lr_final_fraction")
+    count = pick([2, 3, 4, 5, 6])
+    values = math.ceil((MAX_GRID_POINTS + 1) ** (1 / count)) + pick([0, 1, 7])
+    rows = "".join(
+        f"  training.{key}: [{', '.join(f'{i / (values + 1):.6f}' for i in range(1, values + 1))}]\n"
+        for key in keys[:count]
+    )
+    return TINY_STUDY + "grid:\n" + rows, "grid"
+
+
+#: Sizes whose jobs cannot fit a machine: (setting, its text in the tiny study, the key named,
+#: the smallest power of ten that is refused).
+HUGE_SIZES = [
+    ("environments.bandit2.horizon", "horizon: 8,", "environments.bandit2.horizon", 8),
+    ("environments.bandit2.arms", "arms: 2,", "environments.bandit2", 8),
+    ("architectures.gru.hidden", "hidden: 8}", "architectures.gru.hidden", 6),
+    ("training.batch", "batch: 16,", "training.batch", 9),
+    ("training.env_steps", "env_steps: 256,", "training.env_steps", 11),
+    ("probes.adaptation.episodes", "episodes: 40,", "probes.adaptation.episodes", 8),
+    ("probes.adaptation.horizon_factor", "batch: 16}", "probes.adaptation.horizon_factor", 7),
+]
+
+
+def huge_size(pick) -> tuple[str, str]:
+    """One size of the study raised to 10^e, far beyond any machine's memory."""
+    setting, text, key, smallest = pick(HUGE_SIZES)
+    value = 10 ** pick(list(range(smallest, 16)))
+    name = setting.rsplit(".", 1)[1]
+    if name == "horizon_factor":
+        return TINY_STUDY.replace(text, f"batch: 16, horizon_factor: {value}}}", 1), key
+    return TINY_STUDY.replace(text, f"{name}: {value}{text[-1]}", 1), key
+
+
+KNOWN_INVALID = {
+    "non_string_key": non_string_key,
+    "duplicate_key": duplicate_key,
+    "huge_grid": huge_grid,
+    "huge_size": huge_size,
+}
+
+
+@st.composite
+def known_invalid_studies(draw) -> tuple[str, str, str]:
+    kind = draw(st.sampled_from(sorted(KNOWN_INVALID)))
+    text, key = KNOWN_INVALID[kind](lambda options: draw(st.sampled_from(options)))
+    return kind, text, key
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(study=known_invalid_studies())
+def test_known_invalid_studies_are_refused_naming_their_key(tmp_path_factory, study, capsys):
+    kind, text, key = study
+    spec = tmp_path_factory.mktemp(kind) / "study.yaml"
+    spec.write_text(text)
+    code = cli.main(["validate", str(spec)])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, (kind, err)
+    assert lines[0].startswith(f"mesaprobe: error: {spec}: {key}: "), (kind, lines[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", sorted(KNOWN_INVALID))
+def test_known_invalid_studies_are_refused_by_snakemakes_dry_run(tmp_path, kind):
+    text, key = KNOWN_INVALID[kind](random.Random(kind).choice)
+    spec = tmp_path / "study.yaml"
+    spec.write_text(text)
+    executable = Path(sys.executable).with_name("snakemake")
+    result = subprocess.run(
+        [str(executable), "-s", str(REPO / "Snakefile"), "-n", "--config", f"spec={spec}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    errors = [line for line in result.stderr.splitlines() if line.startswith("mesaprobe: error:")]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert errors == [errors[0]] and errors[0].startswith(f"mesaprobe: error: {spec}: {key}: "), errors
+    assert not (tmp_path / "results").exists()
 
 
 def test_yaml_cannot_construct_python_objects(tmp_path):

@@ -40,6 +40,7 @@ TRAIN_KEYS = {
     "session_seconds",
     "final_metrics",
     "history",
+    "checkpoint_sha256",
 } | PROVENANCE_KEYS
 FROZEN_KEYS = {
     "run",
@@ -57,6 +58,7 @@ FROZEN_KEYS = {
     "weights_file",
     "weights_sha256",
     "parameter_sha256",
+    "checkpoint_sha256",
     "parameters",
     "state_floats",
     "flops_per_step",
@@ -305,7 +307,7 @@ def test_a_training_manifest_with_a_bad_history_is_refused(trained, tmp_path):
         (lambda data: data.pop("weights_sha256"), "weights_sha256: required key is missing"),
         (
             lambda data: data["resolved"]["architecture"].update(hidden=1e9),
-            "resolved.architecture, input_size, output_size, private_size: describe no model",
+            "resolved.architecture.hidden: 1000000000.0 here, 8 in the study's plan of run",
         ),
     ],
 )

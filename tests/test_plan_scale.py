@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from mesaprobe.errors import SpecError
 from mesaprobe.settings import build
 from mesaprobe.study import Run, load_study, make_plan
 from mesaprobe.study import plan as plan_module
+from mesaprobe.study.load import HASH_DIGITS
 from tests.conftest import REPO
 
 #: The shipped studies (specs/) as they were when the digests were recorded, comments left out,
@@ -288,10 +290,19 @@ RECORDED_DIGESTS = {
 }
 
 
+def with_recorded_hash_length(data: Any) -> Any:
+    """Plan JSON with every id's hash cut to the 8 digits ids had when the digests were recorded
+    (ids now carry 16, the same sha256 twice as long): ``bandit2-gru-626bd16842f9e4e3-s0`` ->
+    ``bandit2-gru-626bd168-s0``, in ids and output paths alike."""
+    text = json.dumps(data, sort_keys=True)
+    return json.loads(re.sub(r"-([0-9a-f]{8})[0-9a-f]{8}(?=-s[0-9]|/|\.parquet|\")", r"-\1", text))
+
+
 def plan_digests(spec: Path) -> dict[str, str]:
     """sha256 of each part of the plan's JSON: the study, runs (ids, agents, seeds, resolved
-    settings), probe jobs (with output paths), baseline jobs (with output paths), skipped jobs."""
-    plan = make_plan(load_study(spec)).to_json()
+    settings), probe jobs (with output paths), baseline jobs (with output paths), skipped jobs;
+    ids as they were recorded (:func:`with_recorded_hash_length`)."""
+    plan = with_recorded_hash_length(make_plan(load_study(spec)).to_json())
     parts = {
         "study": [plan["study"], plan["spec_hash"]],
         "runs": plan["runs"],
@@ -332,7 +343,7 @@ def test_ten_thousand_runs_hash_their_settings_once_per_setting(tmp_path, monkey
     """The benchmark's study (100 learning rates x 100 seeds): 100 settings hashed, not 10,000."""
     hashed: list[Any] = []
 
-    def counted(data: Any, length: int = 8) -> str:
+    def counted(data: Any, length: int = HASH_DIGITS) -> str:
         hashed.append(data)
         return settings_hash(data, length)
 

@@ -191,7 +191,7 @@ def test_seeds_per_job_groups_seeds_and_leaves_ids_alone(tmp_path, plan):
 @pytest.mark.parametrize(
     ("setting", "message"),
     [
-        ("seeds_per_job: 0", "training.seeds_per_job: 0 is less than the minimum of 1"),
+        ("seeds_per_job: 0", "training.seeds_per_job: expected at least 1, got 0"),
         ("seeds_per_job: many", "training.seeds_per_job"),
     ],
 )

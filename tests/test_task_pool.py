@@ -250,9 +250,12 @@ def test_tasks_setting_at_its_default_keeps_probe_ids(tmp_path):
     fresh = load_study(
         write_study(tmp_path, lambda data: data["probes"]["adaptation"].update(tasks="fresh"), "fresh.yaml")
     )
-    pool = load_study(
-        write_study(tmp_path, lambda data: data["probes"]["adaptation"].update(tasks="pool"), "pool.yaml")
-    )
+
+    def pool_probe(data):  # a pool probe needs an environment with a pool to play
+        data["probes"]["adaptation"].update(tasks="pool")
+        data["environments"]["bandit2"].update(task_pool=4)
+
+    pool = load_study(write_study(tmp_path, pool_probe, "pool.yaml"))
     assert plain.probes[0].id == fresh.probes[0].id != pool.probes[0].id
 
 
@@ -314,12 +317,15 @@ def test_pool_probes_give_architectures_and_baselines_the_pool_tasks(tmp_path, p
 
 
 def test_pool_probe_without_a_pool_plays_the_prior(tmp_path):
-    plan = make_plan(
-        load_study(
-            write_study(tmp_path, lambda data: data.update(probes={"pool": POOL_STUDY_PROBES["pool"]}))
-        )
-    )
-    job = plan.probe_jobs[0]
+    """At the unlimited end of a task_pool sweep (null) a pool probe plays the prior. (A study in
+    which no environment it plays has a pool refuses it: tests/test_hardening.py.)"""
+
+    def sweep(data):
+        data["probes"] = {"pool": POOL_STUDY_PROBES["pool"]}
+        data["grid"] = {"environments.bandit2.task_pool": [2, None]}
+
+    plan = make_plan(load_study(write_study(tmp_path, sweep)))
+    job = next(job for job in plan.probe_jobs if job.run.environment.task_pool is None)
     from mesaprobe.probes import PROBES
 
     environment = jobs.probed_environment(PROBES.get("adaptation")(job.probe.config), job.run.environment, 0)

@@ -11,7 +11,10 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` -> CUDA when present, else CPU; an unavailable CUDA request is a user error."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's own message spans lines
+        raise UserError(f"device {name!r}: expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} was requested but torch sees no CUDA device (use auto or cpu)")
     return device

@@ -16,13 +16,13 @@ import torch
 
 from mesaprobe.analysis.inside import INSIDE_COLUMNS, write_inside_table
 from mesaprobe.analysis.tables import PROBE_COLUMNS, write_probe_table
-from mesaprobe.artifacts import write_json
+from mesaprobe.artifacts import sha256_file, write_json
 from mesaprobe.baselines import BASELINES
 from mesaprobe.device import resolve_device
 from mesaprobe.envs import ENVIRONMENTS, Environment
 from mesaprobe.envs.task_pool import TaskPool
 from mesaprobe.errors import ArtifactError, UserError
-from mesaprobe.frozen import freeze, load_frozen
+from mesaprobe.frozen import Expected, check_cut_from, freeze, inside, load_frozen, non_finite
 from mesaprobe.kinds import kind_of
 from mesaprobe.manifests import (
     FrozenManifest,
@@ -38,6 +38,7 @@ from mesaprobe.probes import PROBES, Probe
 from mesaprobe.seeding import SeedGenerators, derive_seed, make_generator
 from mesaprobe.study import Component, Plan, Run, settings_hash
 from mesaprobe.study.plan import ProbeJob
+from mesaprobe.train import algorithm_of
 from mesaprobe.train.loop import load_checkpoint, mean_of_last, save_checkpoints, train
 from mesaprobe.train.stacked import SeedEnvironments
 from mesaprobe.train.state import TrainingState
@@ -185,7 +186,7 @@ def train_seeds_job(plan: Plan, run_ids: list[str], results: Path, progress: boo
     checkpoints = [directory / CHECKPOINT for directory in directories]
     members = save_checkpoints(state, checkpoints, identities)
     speed = state.env_steps / max(state.wall_seconds, 1e-9)  # of each run
-    for run, directory, member in zip(runs, directories, members, strict=True):
+    for run, directory, member, checkpoint in zip(runs, directories, members, checkpoints, strict=True):
         TrainingManifest(
             run=run.id,
             study=plan.study.name,
@@ -204,6 +205,7 @@ def train_seeds_job(plan: Plan, run_ids: list[str], results: Path, progress: boo
             final_metrics=mean_of_last(member["history"]),
             history=tuple(HistoryEntry.of(entry) for entry in member["history"]),
             provenance=Provenance.current(str(device)),
+            checkpoint_sha256=sha256_file(checkpoint),
         ).write(directory / TRAIN_MANIFEST)
     for partial in partials:
         partial.unlink(missing_ok=True)
@@ -228,14 +230,74 @@ def check_seed_group(plan: Plan, runs: list[Run]) -> None:
         raise UserError(f"{plan.study.file}: run {first.id} is named twice for one job (seeds {seeds})")
 
 
+def finished_checkpoint(plan: Plan, run: Run, directory: Path, environment: Environment) -> dict[str, Any]:
+    """The run's ``checkpoint.pt``, checked before it is frozen: it is the run's (identity), it
+    is the file its training finished with (sha256 in ``train.json``), it holds every update
+    the run's settings make (not a partial checkpoint put in its place), and its weights are
+    finite; ArtifactError saying which, and what to delete to train the run again."""
+    path = directory / CHECKPOINT
+    checkpoint = load_checkpoint(path, identity(plan, run))
+    again = f"delete {CHECKPOINT} to train the run again"
+    if not (directory / TRAIN_MANIFEST).is_file():
+        raise ArtifactError(
+            directory / TRAIN_MANIFEST, f"not found: the run's training did not finish; {again}"
+        )
+    manifest = TrainingManifest.read(directory / TRAIN_MANIFEST)
+    if (manifest.run, manifest.seed) != (run.id, run.seed):
+        raise ArtifactError(
+            directory / TRAIN_MANIFEST, f"run: belongs to run {manifest.run!r}, not {run.id!r}"
+        )
+    if sha256_file(path) != manifest.checkpoint_sha256:
+        raise ArtifactError(
+            path,
+            f"differs from the checkpoint training wrote (checkpoint_sha256 in {TRAIN_MANIFEST}); {again}",
+        )
+    expected_keys = {"model": dict, "update": int, "env_steps": int, "wall_seconds": float, "history": list}
+    for key, kind in expected_keys.items():
+        value = checkpoint.get(key)
+        if not isinstance(value, kind) and not (kind is float and isinstance(value, int)):
+            raise ArtifactError(
+                path, f"{key}: expected {kind.__name__}, found {type(value).__name__}; {again}"
+            )
+    history = checkpoint["history"]
+    if not all(
+        isinstance(entry, dict) and all(isinstance(value, (int, float)) for value in entry.values())
+        for entry in history
+    ):
+        raise ArtifactError(path, f"history: expected a list of statistics per update; {again}")
+    updates = algorithm_of(run.training).updates(run.training, environment.horizon)
+    if checkpoint["update"] != updates or len(history) != updates:
+        raise ArtifactError(
+            path,
+            f"update: holds {checkpoint['update']} updates ({len(history)} in its history) of the "
+            f"{updates} the run's settings make; {again}",
+        )
+    bad = (
+        non_finite(checkpoint["model"])
+        if all(isinstance(tensor, torch.Tensor) for tensor in checkpoint["model"].values())
+        else "model"
+    )
+    if bad is not None:
+        raise ArtifactError(path, f"model.{bad}: holds NaN or infinite weights; {again}")
+    return checkpoint
+
+
 def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:
-    """Turn ``checkpoint.pt`` into ``frozen.safetensors`` + ``frozen.json``."""
+    """Turn ``checkpoint.pt`` into ``frozen.safetensors`` + ``frozen.json``, after checking the
+    checkpoint (:func:`finished_checkpoint`)."""
     run = find_run(plan, run_id)
     directory = results / run.directory
     environment = make_environment(run.environment)
     model = new_model(run, environment)
-    checkpoint = load_checkpoint(directory / CHECKPOINT, identity(plan, run))
-    model.load_state_dict(checkpoint["model"])
+    checkpoint = finished_checkpoint(plan, run, directory, environment)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as error:
+        raise ArtifactError(
+            directory / CHECKPOINT,
+            f"model: does not fit the run's architecture ({' '.join(str(error).split())[:200]}); "
+            f"delete {CHECKPOINT} to train the run again",
+        ) from None
     FrozenManifest(
         run=run.id,
         study=plan.study.name,
@@ -255,12 +317,27 @@ def freeze_job(plan: Plan, run_id: str, results: Path) -> Path:
             final_metrics=mean_of_last(checkpoint["history"]),
         ),
         weights=freeze(model, directory / FROZEN_WEIGHTS, run.id),
+        checkpoint_sha256=sha256_file(directory / CHECKPOINT),
         provenance=Provenance.current("cpu"),
         parameters=model.parameter_count(),
         state_floats=model.state_floats(environment.horizon),
         flops_per_step=model.flops_per_step(environment.horizon),
     ).write(directory / FROZEN_MANIFEST)
     return directory / FROZEN_MANIFEST
+
+
+def expected_frozen(plan: Plan, run: Run) -> Expected:
+    """What the frozen manifest of ``run`` must say (see :class:`mesaprobe.frozen.Expected`)."""
+    environment = make_environment(run.environment)
+    return Expected(
+        run=run.id,
+        study=plan.study.name,
+        seed=run.seed,
+        resolved=run.resolved,
+        input_size=environment.observation_size,
+        output_size=output_size(environment),
+        private_size=environment.private_size,
+    )
 
 
 def find_probe_job(plan: Plan, run_id: str, probe: str) -> ProbeJob:
@@ -309,9 +386,11 @@ def probe_job(plan: Plan, run_id: str, probe: str, results: Path, device_name: s
     job = find_probe_job(plan, run_id, probe)
     run = job.run
     device = resolve_device(device_name)
-    frozen = load_frozen(results / run.directory / FROZEN_MANIFEST, device)
-    if frozen.manifest.run != run.id:
-        raise ArtifactError(frozen.manifest_path, f"belongs to run {frozen.manifest.run!r}, not {run.id!r}")
+    frozen = load_frozen(
+        results / run.directory / FROZEN_MANIFEST, device, expected_frozen(plan, run), within=results
+    )
+    checkpoint_path = inside(results / run.directory / CHECKPOINT, results)
+    check_cut_from(frozen, checkpoint_path, load_checkpoint(checkpoint_path, identity(plan, run)))
     probe_kind = PROBES.get(job.probe.family)(job.probe.config)
     environment = probed_environment(probe_kind, run.environment, run.seed)
     agent = kind_of(environment).agent(frozen.model, environment, probe_kind.policy)

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from mesaprobe.artifacts import provenance, read_json, write_json
 from mesaprobe.errors import ArtifactError, SpecError
-from mesaprobe.settings import SettingError, coerce, describe, expected_text, field_types, join
+from mesaprobe.settings import SettingError, coerce, describe, expected_text, field_types, join, shorten
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 M = TypeVar("M", bound="Manifest")
@@ -45,6 +45,12 @@ def is_inline(field: dataclasses.Field) -> bool:
 def artifact_error(error: SpecError) -> ArtifactError:
     """A settings error found in a file the pipeline wrote, reported as a damaged artefact."""
     return ArtifactError(error.file, f"{error.key}: {error.problem}" if error.key else error.problem)
+
+
+def check_sha256(record: Any, key: str) -> None:
+    """A record's ``key`` must be a sha256 digest (64 lowercase hexadecimal digits)."""
+    if not SHA256.fullmatch(getattr(record, key)):
+        raise SettingError(key, f"expected 64 hexadecimal digits, got {shorten(repr(getattr(record, key)))}")
 
 
 # --------------------------------------------------------------------------- records
@@ -152,6 +158,13 @@ class TrainingManifest(Manifest):
     """Each training statistic averaged over the last ten updates."""
     history: tuple[HistoryEntry, ...]
     """Every update's statistics, in order."""
+    checkpoint_sha256: str
+    """sha256 of ``checkpoint.pt`` as training wrote it: freezing refuses a checkpoint that
+    differs (replaced or altered since)."""
+
+    def validate(self) -> None:
+        check_sha256(self, "checkpoint_sha256")
+
     provenance: Provenance = dataclasses.field(metadata=INLINE)
     """Versions, host, device and commit of the training process."""
 
@@ -203,13 +216,13 @@ class FrozenWeights:
     probes check it again after they ran."""
 
     def validate(self) -> None:
-        if not self.weights_file or Path(self.weights_file).name != self.weights_file:
+        name = self.weights_file
+        if not name or Path(name).name != name or name in (".", "..") or "/" in name or "\\" in name:
             raise SettingError(
-                "weights_file", f"expected a file name in the manifest's directory, got {self.weights_file!r}"
+                "weights_file", f"expected a file name in the manifest's directory, got {name!r}"
             )
         for key in ("weights_sha256", "parameter_sha256"):
-            if not SHA256.fullmatch(getattr(self, key)):
-                raise SettingError(key, f"expected 64 hexadecimal digits, got {getattr(self, key)!r}")
+            check_sha256(self, key)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -243,6 +256,9 @@ class FrozenManifest(Manifest):
     """Updates, steps, time and final training statistics."""
     weights: FrozenWeights = dataclasses.field(metadata=INLINE)
     """The weights file and its hashes."""
+    checkpoint_sha256: str
+    """sha256 of the ``checkpoint.pt`` the weights were cut from: probes refuse weights whose
+    checkpoint changed since, or whose parameters differ from the checkpoint's."""
     provenance: Provenance = dataclasses.field(metadata=INLINE)
     """Versions, host, device and commit of the freezing process."""
     parameters: int | None = None
@@ -257,6 +273,7 @@ class FrozenManifest(Manifest):
     (:meth:`mesaprobe.models.SequenceModel.flops_per_step`); null in older manifests."""
 
     def validate(self) -> None:
+        check_sha256(self, "checkpoint_sha256")
         for key in ("input_size", "output_size"):
             if getattr(self, key) < 1:
                 raise SettingError(key, f"expected a positive size, got {getattr(self, key)}")

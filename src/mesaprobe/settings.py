@@ -36,18 +36,34 @@ def join(prefix: str, key: str) -> str:
     return f"{prefix}.{key}" if prefix else key
 
 
+#: Characters of a value shown in an error message; longer values are cut (a message stays one
+#: readable line whatever the file holds).
+SHOWN_CHARACTERS = 80
+
+
+def shorten(text: str, limit: int = SHOWN_CHARACTERS) -> str:
+    """``text``, cut to ``limit`` characters with ``...`` where it was cut."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def describe(value: object) -> str:
+    """A value as error messages show it: its kind and, shortened, its text."""
     if isinstance(value, str):
-        return f"the string {value!r}"
+        return f"the string {shorten(repr(value))}"
     if isinstance(value, bool):
         return f"the boolean {value}"
     if value is None:
         return "nothing (null)"
+    if isinstance(value, int) and value.bit_length() > 64:  # Python refuses to print very long ones
+        return f"an integer of about {round(value.bit_length() * math.log10(2))} digits"
     if isinstance(value, (list, tuple)):
-        return f"a list {list(value)!r}"
+        try:
+            return f"a list {shorten(repr(list(value)))}"
+        except (ValueError, RecursionError):  # an integer too long to print, or a list holding itself
+            return f"a list of {len(value)} values"
     if isinstance(value, Mapping):
         return "a mapping"
-    return f"{value!r}"
+    return shorten(repr(value))
 
 
 def expected_text(annotation: Any) -> str:
@@ -61,6 +77,8 @@ def expected_text(annotation: Any) -> str:
         return "a string"
     if annotation is bool:
         return "true or false"
+    if annotation is type(None):
+        return "null"
     if origin is Literal:
         return "one of " + ", ".join(repr(choice) for choice in typing.get_args(annotation))
     if origin in (typing.Union, types.UnionType):
@@ -77,6 +95,10 @@ def coerce(value: Any, annotation: Any, key: str, file: str) -> Any:
     fail = SpecError(file, key, f"expected {expected_text(annotation)}, got {describe(value)}")
     if annotation is Any:
         return value
+    if annotation is type(None):  # the null of an optional setting (``float | None``)
+        if value is None:
+            return None
+        raise fail
     if annotation is bool:
         if isinstance(value, bool):
             return value
@@ -96,9 +118,13 @@ def coerce(value: Any, annotation: Any, key: str, file: str) -> Any:
     if annotation is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise fail
-        if not math.isfinite(value):
-            raise SpecError(file, key, f"expected a finite number, got {value!r}")
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond the range of floating point
+            number = math.inf
+        if not math.isfinite(number):
+            raise SpecError(file, key, f"expected a finite number, got {describe(value)}")
+        return number
     if annotation is str:
         if isinstance(value, str):
             return value

@@ -238,20 +238,34 @@ def read_table(path: str | Path, columns: dict[str, pl.DataType], content_proble
         # glob=False: a path is a file name, even with brackets (grid labels such as gru[lr=0.1]).
         schema = pl.scan_parquet(path, glob=False).collect_schema()
     except (pl.exceptions.PolarsError, OSError) as error:
-        raise ArtifactError(path, f"not a readable parquet file ({error})") from None
+        raise ArtifactError(path, f"not a readable parquet file ({one_line(error)})") from None
     problem = _schema_problem(schema, columns)
     if problem is not None:
         raise ArtifactError(path, problem)
     try:
         frame = pl.read_parquet(path, columns=list(columns), glob=False)
     except (pl.exceptions.PolarsError, OSError) as error:
-        raise ArtifactError(path, f"not a readable parquet file ({error})") from None
+        raise ArtifactError(path, f"not a readable parquet file ({one_line(error)})") from None
     problem = None if content_problem is None else content_problem(frame)
     if problem is not None:
         raise ArtifactError(path, problem)
     return frame
 
 
+def one_line(error: Exception) -> str:
+    """An exception's message on one line, cut to 200 characters (polars' span several)."""
+    return " ".join(str(error).split())[:200]
+
+
 def read_probe_table(path: str | Path) -> pl.DataFrame:
-    """Read and validate one probe table (:data:`PROBE_COLUMNS`), raising :class:`ArtifactError`."""
-    return read_table(path, PROBE_COLUMNS, _probe_content_problem)
+    """Read and validate one probe table (:data:`PROBE_COLUMNS`), raising :class:`ArtifactError`.
+
+    A damaged table's message says to delete it: Snakemake makes a missing table again (it
+    keeps a damaged one, whose time stamp is newer than its inputs')."""
+    try:
+        return read_table(path, PROBE_COLUMNS, _probe_content_problem)
+    except ArtifactError as error:
+        if not Path(path).is_file():
+            raise
+        problem = str(error).removeprefix(f"{path}: ")
+        raise ArtifactError(path, f"{problem}; delete it and run snakemake again to make it anew") from None

@@ -22,16 +22,21 @@ Computation
     the posterior is treated as no longer changing (value max(lambda, mean) / (1 - discount)).
 
 The table is computed once per process and, by default, also kept on disk under
-``$XDG_CACHE_HOME/mesaprobe`` (``~/.cache/mesaprobe``), written atomically; a
-cache file that cannot be read is recomputed.
+``$XDG_CACHE_HOME/mesaprobe`` (``~/.cache/mesaprobe``), written atomically with the
+sha256 of its parameters, method and numbers.  A cache file is used only when that hash
+verifies and every index lies in (0, 1); otherwise (unreadable, truncated, another
+table put in its place, numbers altered) it is recomputed and rewritten, with a note.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import os
+import sys
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -46,6 +51,9 @@ from mesaprobe.settings import SettingError
 
 #: Values of lambda the DP handles at once (bounds the temporary memory).
 CHUNK_POINTS = 128
+#: The computation's name, part of every cache file's hash: a change of method makes the
+#: files written before it recompute.
+TABLE_METHOD = "calibration grid + tangent roots, v1"
 
 
 def compute_gittins_indices(
@@ -105,36 +113,65 @@ def cache_directory() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mesaprobe"
 
 
+@dataclass(frozen=True)
+class TableKey:
+    """What a table of Gittins indices is computed from (see :func:`compute_gittins_indices`)."""
+
+    alpha: float
+    beta: float
+    discount: float
+    pulls: int
+    lookahead: int
+    points: int
+
+    def digest(self, table: np.ndarray) -> str:
+        """sha256 of the method, these parameters and the table's numbers (a cache file's seal)."""
+        digest = hashlib.sha256(repr((TABLE_METHOD, *dataclasses.astuple(self))).encode())
+        digest.update(f"{table.dtype.str}{table.shape}".encode())
+        digest.update(np.ascontiguousarray(table).tobytes())
+        return digest.hexdigest()
+
+
 def cache_file(alpha: float, beta: float, discount: float, pulls: int, lookahead: int, points: int) -> Path:
-    name = f"gittins-alpha{alpha!r}-beta{beta!r}-discount{discount!r}-pulls{pulls}-lookahead{lookahead}-points{points}.npy"
+    name = f"gittins-alpha{alpha!r}-beta{beta!r}-discount{discount!r}-pulls{pulls}-lookahead{lookahead}-points{points}.npz"
     return cache_directory() / name
 
 
-def read_cached(path: Path, pulls: int) -> np.ndarray | None:
-    """The table stored at ``path``, or None if it is missing or not a valid table."""
-    try:
-        table = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+def read_cached(path: Path, key: TableKey) -> np.ndarray | None:
+    """The table stored at ``path`` for ``key``, or None if it is missing or does not verify
+    (its hash, shape, type and range); a file that exists but fails says so on stderr."""
+    if not path.exists():
         return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            table, seal = stored["table"], str(stored["sha256"])
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        table, seal = None, ""
+    pulls = key.pulls
     s, f = np.indices((pulls + 1, pulls + 1))
     valid = s + f <= pulls
     if (
-        table.shape != (pulls + 1, pulls + 1)
+        table is None
+        or table.shape != (pulls + 1, pulls + 1)
         or table.dtype != np.float64
+        or seal != key.digest(table)
         or not np.all((table[valid] > 0) & (table[valid] < 1))
     ):
+        print(
+            f"mesaprobe: note: {path}: Gittins index cache does not verify; recomputing it", file=sys.stderr
+        )
         return None
     return table
 
 
-def write_cached(path: Path, table: np.ndarray) -> None:
-    """Store ``table`` at ``path`` atomically; a cache that cannot be written is skipped."""
+def write_cached(path: Path, table: np.ndarray, key: TableKey) -> None:
+    """Store ``table`` and its hash at ``path`` atomically; a cache that cannot be written is skipped."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         try:
             with os.fdopen(handle, "wb") as file:
-                np.save(file, table, allow_pickle=False)
+                np.savez(file, table=table, sha256=np.array(key.digest(table)))
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
@@ -154,12 +191,13 @@ def gittins_table(
     disk_cache: bool = True,
 ) -> np.ndarray:
     """Read-only table of Gittins indices (see :func:`compute_gittins_indices`), computed once."""
+    key = TableKey(alpha, beta, discount, pulls, lookahead, points)
     path = cache_file(alpha, beta, discount, pulls, lookahead, points)
-    table = read_cached(path, pulls) if disk_cache else None
+    table = read_cached(path, key) if disk_cache else None
     if table is None:
         table = compute_gittins_indices(alpha, beta, discount, pulls, lookahead, points)
         if disk_cache:
-            write_cached(path, table)
+            write_cached(path, table, key)
     table.setflags(write=False)
     return table
 

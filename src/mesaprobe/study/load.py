@@ -1,20 +1,28 @@
 """Loading a study: YAML -> JSON schema -> typed, frozen settings (one way only).
 
-``load_study(path)`` reads the file with ``yaml.safe_load`` (no Python objects can
+``load_study(path)`` reads the file with PyYAML's safe loader (no Python objects can
 be constructed from a study), checks it against ``study.schema.yaml``, expands the
 grid, and builds every block into its typed settings dataclass.  Anything wrong is
 one :class:`~mesaprobe.errors.SpecError` naming the file, the key path and what was
 expected.
+
+The file is refused before anything is built from it when it nests deeper than
+:data:`MAX_NESTING`, when its aliases expand it beyond :data:`MAX_VALUES` values, when a
+key is not a string (YAML 1.1 reads ``on``, ``no``, ``yes`` as booleans) or is given
+twice in one mapping (YAML would keep the last one silently), and when its grid has
+more than :data:`MAX_GRID_POINTS` points or more than :data:`MAX_GRID_SETTINGS` blocks of
+settings to check (counted before the grid is expanded), so a hostile file is refused
+in a moment rather than hanging.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import functools
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,7 +38,7 @@ from mesaprobe.errors import SpecError
 from mesaprobe.models import ARCHITECTURES
 from mesaprobe.probes import PROBES, Probe
 from mesaprobe.registry import UnknownName
-from mesaprobe.settings import SettingError, as_dict, build, describe
+from mesaprobe.settings import SettingError, as_dict, build, describe, shorten
 from mesaprobe.train import check_training
 from mesaprobe.train.config import TrainingConfig
 
@@ -52,8 +60,15 @@ def render_grid(*grids: Grid) -> str:
     return ",".join(f"{key}={value}" for grid in grids for key, value in grid)
 
 
-def settings_hash(data: Any, length: int = 8) -> str:
-    """A short, stable hash of JSON-ready settings (key order does not matter)."""
+#: Hexadecimal digits of the settings hash in every id (runs, environments, architectures,
+#: probes, baselines): 64 bits, so that two different settings of one study sharing an id
+#: (and so an output path) is out of reach (about 3e-8 for a million settings); the plan
+#: still refuses it should it happen.
+HASH_DIGITS = 16
+
+
+def settings_hash(data: Any, length: int = HASH_DIGITS) -> str:
+    """A stable hash of JSON-ready settings (key order does not matter), ``length`` hex digits."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
@@ -279,12 +294,14 @@ def read_yaml(path: Path) -> Any:
             path, "", f"expected UTF-8 text, found byte 0x{raw[error.start]:02x} at offset {error.start}"
         ) from None
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text, path)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise SpecError(path, "", f"not valid YAML{where}: {' '.join(str(problem).split())}") from None
+    except ValueError as error:  # an integer of more digits than Python converts
+        raise SpecError(path, "", f"not valid YAML: {' '.join(str(error).split())[:200]}") from None
 
 
 def task_pool_setting(block: dict, key: str, path: Path) -> int | None:
@@ -301,37 +318,93 @@ def task_pool_problem(value: Any) -> str:
     return f"expected an integer from 1 to {MAX_TASK_POOL} or null, got {describe(value)}"
 
 
+def dotted_key(parts: list) -> str:
+    """A key path as messages show it: ``environments.bandit2.horizon``, ``seeds[0]``."""
+    key = ""
+    for part in parts:
+        key += f"[{part}]" if isinstance(part, int) else (f".{part}" if key else str(part))
+    return key
+
+
 def schema_error(path: Path, data: Any) -> SpecError | None:
     """The most relevant JSON-schema violation of ``data``, as one SpecError."""
     validator = jsonschema.Draft202012Validator(study_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(data))
     if error is None:
         return None
-    key = ".".join(str(part) for part in error.absolute_path)
     where = list(error.absolute_path)
+    if "propertyNames" in error.absolute_schema_path:  # a name that is not allowed: part of the key
+        where.append(shorten(str(error.instance), 50))
+    key = dotted_key(where)
     if len(where) == 3 and where[0] == "environments" and where[2] == "task_pool":
         return SpecError(path, key, task_pool_problem(error.instance))  # as for grid values
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
-        key = ".".join([*map(str, error.absolute_path), str(extra[0])]) if extra else key
+        key = dotted_key([*where, shorten(str(extra[0]), 50)]) if extra else key
         return SpecError(path, key, f"unknown key; expected one of: {', '.join(allowed)}")
-    if error.validator == "propertyNames":
-        return SpecError(path, key, f"names must be lowercase snake_case identifiers ({error.message})")
+    if error.validator == "pattern" and "grid" in error.absolute_schema_path:
+        return SpecError(
+            path,
+            key,
+            "expected a dotted key below training, environments.<name>, architectures.<name> or "
+            f"probes.<name> (e.g. training.lr), got {describe(error.instance)}",
+        )
+    if error.validator == "pattern" and "[a-z][a-z0-9_]" in str(error.validator_value):
+        return SpecError(
+            path,
+            key,
+            "expected a name: lowercase letters, digits and underscores, starting with a letter, "
+            f"at most 40 characters; got {describe(error.instance)}",
+        )
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return SpecError(path, ".".join(filter(None, [key, missing])), "required key is missing")
     if error.validator == "type":
-        return SpecError(path, key, f"expected {error.validator_value}, got {describe(error.instance)}")
+        types = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
+        expected = " or ".join(JSON_TYPES.get(name, name) for name in types)
+        return SpecError(path, key, f"expected {expected}, got {describe(error.instance)}")
+    if error.validator == "minProperties":
+        return SpecError(path, key, f"expected at least {error.validator_value} entry, got none")
     if error.validator == "oneOf" and key == "baselines":
         return SpecError(path, key, "expected a list of baseline names or a mapping name -> {family: ...}")
+    bounds = {
+        "minimum": "at least",
+        "maximum": "at most",
+        "exclusiveMinimum": "more than",
+        "exclusiveMaximum": "less than",
+        "minItems": "a list of at least",
+        "maxItems": "a list of at most",
+    }
+    if error.validator in bounds:
+        unit = (
+            (" value" if error.validator_value == 1 else " values")
+            if error.validator.endswith("Items")
+            else ""
+        )
+        expected = f"{bounds[error.validator]} {error.validator_value}{unit}"
+        return SpecError(path, key, f"expected {expected}, got {describe(error.instance)}")
+    if error.validator == "const":
+        return SpecError(path, key, f"expected {error.validator_value}, got {describe(error.instance)}")
+    if error.validator == "uniqueItems":
+        return SpecError(path, key, f"expected each value once, got {describe(error.instance)}")
     description = error.schema.get("description") if isinstance(error.schema, dict) else None
     hint = f" ({description})" if description and error.validator in ("enum", "pattern") else ""
-    return SpecError(path, key, f"{error.message}{hint}")
+    if error.validator == "enum":
+        choices = ", ".join(str(choice) for choice in error.validator_value)
+        return SpecError(path, key, f"expected one of: {choices}; got {describe(error.instance)}{hint}")
+    if error.validator == "pattern":
+        return SpecError(
+            path, key, f"expected text matching {error.validator_value}, got {describe(error.instance)}{hint}"
+        )
+    return SpecError(path, key, shorten(error.message, 300) + hint)
 
 
 def set_dotted(data: dict, dotted: str, value: Any, path: Path) -> None:
-    """Set ``a.b.c`` in nested ``data``; the parent mapping must already exist."""
+    """Set ``a.b.c`` in nested ``data``; the parent mapping must already exist.
+
+    The mappings on the way are copied, not changed: a grid point shares every other block
+    with the study (and YAML aliases may share blocks between keys)."""
     *parents, leaf = dotted.split(".")
     node: Any = data
     walked = []
@@ -341,8 +414,31 @@ def set_dotted(data: dict, dotted: str, value: Any, path: Path) -> None:
             node[part] = {}
         if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
             raise SpecError(path, f"grid.{dotted}", f"{'.'.join(walked)} is not a block of this study")
+        node[part] = dict(node[part])
         node = node[part]
     node[leaf] = value
+
+
+def check_grid_size(data: dict, path: Path) -> None:
+    """Refuse a grid too large to expand, counting its points before expanding it."""
+    grid = data.get("grid") or {}
+    counts = [len(values) for values in grid.values()]
+    points = math.prod(counts)
+    if points > MAX_GRID_POINTS:
+        product = " x ".join(str(count) for count in counts)
+        raise SpecError(
+            path, "grid", f"expands to {points:,} points ({product}); at most {MAX_GRID_POINTS:,}"
+        )
+    blocks = 1 + sum(
+        len(data.get(axis) or {}) for axis in ("environments", "architectures", "probes", "baselines")
+    )
+    if points * blocks > MAX_GRID_SETTINGS:
+        raise SpecError(
+            path,
+            "grid",
+            f"expands to {points:,} points of {blocks} blocks of settings each ({points * blocks:,} "
+            f"to check); at most {MAX_GRID_SETTINGS:,}: sweep fewer values or split the study",
+        )
 
 
 def grid_points(data: dict, path: Path) -> list[tuple[dict, dict[str, Any]]]:
@@ -350,11 +446,12 @@ def grid_points(data: dict, path: Path) -> list[tuple[dict, dict[str, Any]]]:
     grid = data.get("grid") or {}
     if not grid:
         return [(data, {})]
+    check_grid_size(data, path)
     keys = sorted(grid)
     points = []
     for values in itertools.product(*(grid[key] for key in keys)):
         point = dict(zip(keys, values, strict=True))
-        expanded = copy.deepcopy(data)
+        expanded = dict(data)
         if "training" not in expanded:
             expanded["training"] = {}
         for key, value in point.items():
@@ -435,6 +532,7 @@ def load_study(path: str | Path) -> Study:
             component = make_component(BASELINES, "family", block, f"baselines.{name}", name, path, "")
             baselines.setdefault(component.label, component)
 
+    check_pool_probes(tuple(probes.values()), tuple(environments.values()), path)
     return Study(
         name=data["study"],
         question=data.get("question", ""),
@@ -449,7 +547,32 @@ def load_study(path: str | Path) -> Study:
         probes=tuple(probes.values()),
         baselines=tuple(baselines.values()),
         architecture_environments=architecture_environments,
+        ladder_charts=bool(data.get("ladder_charts", False)),
     )
+
+
+def check_pool_probes(probes: tuple[Component, ...], environments: tuple[Component, ...], path: Path) -> None:
+    """Refuse a probe that plays the training pool (``tasks: pool``) where no environment it
+    plays has a ``task_pool`` in any grid point: its tasks would be fresh draws, a second
+    copy of the fresh-task probe under another name. (A grid that sweeps ``task_pool`` up to
+    null is fine: there the no-pool point is the sweep's unlimited end.)"""
+    for probe in probes:
+        kind = PROBES.get(probe.family)
+        if not kind(probe.config).plays_pool:
+            continue
+        played = [
+            environment
+            for environment in environments
+            if ENVIRONMENTS.get(environment.family).kind in kind.serves
+        ]
+        if played and all(environment.task_pool is None for environment in played):
+            names = ", ".join(sorted({environment.name for environment in played}))
+            raise SpecError(
+                path,
+                f"probes.{probe.name}.tasks",
+                f"pool plays the tasks a run was trained on, but no environment it plays ({names}) "
+                "has a task_pool; set environments.<name>.task_pool or use tasks: fresh",
+            )
 
 
 def build_training(mapping: Any, key: str, path: Path) -> TrainingConfig:

@@ -1,9 +1,16 @@
 """The plan of a study: every run, probe and baseline job, with stable ids and output paths.
 
-Ids are readable names plus a short hash of the resolved settings, so changing a
-setting gives new ids (and new output paths) while an unchanged job keeps its
-outputs.  Paths are relative to ``results/<study>/``; the Snakefile and the command
-line both take them from here, so they cannot disagree.
+Ids are readable names plus a hash of the resolved settings (64 bits, see
+:data:`~mesaprobe.study.load.HASH_DIGITS`), so changing a setting gives new ids (and new
+output paths) while an unchanged job keeps its outputs.  Paths are relative to
+``results/<study>/``; the Snakefile and the command line both take them from here, so they
+cannot disagree.
+
+The plan refuses what would lose or break a job silently: two different runs (or two
+probe or baseline jobs) with one id, a study in which no probe plays any environment,
+more than :data:`MAX_JOBS` jobs, and a job whose memory estimate
+(:mod:`mesaprobe.study.resources`) cannot fit a machine.  A probe or baseline that plays
+no environment of the study is left out with a note.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from mesaprobe.baselines import BASELINES, Baseline
 from mesaprobe.envs import ENVIRONMENTS, Environment
@@ -26,6 +33,16 @@ from mesaprobe.train import ALGORITHMS, algorithm_of, check_training
 from mesaprobe.train.config import TrainingConfig
 
 #: Training settings that change where or how often work happens, not what is learned.
+#: A name a study gives (``study.schema.yaml``), a settings hash, and the ids made of them:
+#: what the workflow's wildcards may match, so no other text reaches a job's command line.
+NAME_PATTERN = r"[a-z][a-z0-9_]{0,39}"
+HASH_PATTERN = rf"[0-9a-f]{{{HASH_DIGITS}}}"
+COMPONENT_ID_PATTERN = rf"{NAME_PATTERN}-{HASH_PATTERN}"
+RUN_ID_PATTERN = rf"{NAME_PATTERN}-{NAME_PATTERN}-{HASH_PATTERN}-s[0-9]+"
+#: Most jobs (runs, probe and baseline jobs together) a plan may have; counted while the plan
+#: is built, so a study of millions is refused before it is built. The DAG of 10,000 runs
+#: (30,002 jobs) builds in seconds; Snakemake itself slows down well before this many.
+MAX_JOBS = 200_000
 OPERATIONAL_TRAINING_KEYS = ("device", "checkpoint_every", "seeds_per_job", "tensorboard")
 
 
@@ -152,12 +169,25 @@ class SkippedProbe:
 
 
 @dataclass(frozen=True)
+class Unplayed:
+    """A probe or baseline of the study that plays none of its environments (its kind serves
+    other kinds of environment): it has no jobs."""
+
+    axis: Literal["probe", "baseline"]
+    name: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.axis} {self.name} plays no environment of this study: {self.reason}"
+
+
+@dataclass(frozen=True)
 class Plan:
     study: Study
     runs: tuple[Run, ...]
     probe_jobs: tuple[ProbeJob, ...]
     baseline_jobs: tuple[BaselineJob, ...]
-    skipped: tuple[SkippedBaseline | SkippedProbe, ...] = ()
+    skipped: tuple[SkippedBaseline | SkippedProbe | Unplayed, ...] = ()
 
     @functools.cached_property
     def runs_by_id(self) -> dict[str, Run]:
@@ -309,9 +339,95 @@ def with_overrides(
     return merged
 
 
+class JobCounter:
+    """Counts a plan's jobs as they are made; refuses the study beyond :data:`MAX_JOBS`."""
+
+    def __init__(self, study: Study):
+        self.study = study
+        self.count = 0
+
+    def add(self, jobs: int, key: str) -> None:
+        self.count += jobs
+        if self.count > MAX_JOBS:
+            raise SpecError(
+                self.study.file,
+                key,
+                f"the study makes more than {MAX_JOBS:,} jobs (runs, probes and baselines); "
+                "split it into studies or sweep fewer values",
+            )
+
+
+def unplayed_note(study: Study, axis: Literal["probe", "baseline"], name: str, serves: tuple[str, ...]):
+    """The note for a probe or baseline whose kind serves none of the study's environments."""
+    kinds = sorted({ENVIRONMENTS.get(environment.family).kind for environment in study.environments})
+    return Unplayed(
+        axis,
+        name,
+        f"it plays {' and '.join(serves)} environments; this study has {' and '.join(kinds)} environments",
+    )
+
+
+def check_training_memory(
+    study: Study, run: Run, environment: Environment, blocks: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Refuse a run whose training job cannot fit a machine (see :mod:`mesaprobe.study.resources`)."""
+    training = run.training
+    algorithm = algorithm_of(training)
+
+    def key(name: str) -> str:
+        return f"{setting_owner(blocks, name)}.{name}"
+
+    episodes_per_update = algorithm.env_steps_per_update(training, environment.horizon) // environment.horizon
+    updates = algorithm.updates(training, environment.horizon)
+    seeds = resources.Factor(
+        min(algorithm.seeds_in_job(training), len(study.seeds)), key("seeds_per_job"), "seeds"
+    )
+    architecture = (run.architecture.name, run.architecture.family, run.architecture.config)
+    terms = resources.training_terms(
+        run.environment.name,
+        environment,
+        *architecture,
+        batch=resources.Factor(episodes_per_update, key("batch"), "batch"),
+        updates=resources.Factor(updates, key("env_steps"), "updates"),
+        seeds=seeds,
+    )
+    job = f"training {run.environment.name}-{run.architecture.name}"
+    resources.check_memory(job, terms, study.file)  # before the model is built to count its parameters
+    terms.append(
+        resources.parameter_term(run.environment.name, environment, *architecture, seeds, study.file)
+    )
+    resources.check_memory(job, terms, study.file)
+
+
+def check_unique_outputs(study: Study, jobs: list[ProbeJob | BaselineJob]) -> None:
+    """Refuse two jobs that would write one file (two settings sharing a hash)."""
+    writers: dict[str, ProbeJob | BaselineJob] = {}
+    for job in jobs:
+        other = writers.setdefault(job.output, job)
+        if other is job:
+            continue
+        names = [
+            f"{one.run.agent} {one.probe.label}"
+            if isinstance(one, ProbeJob)
+            else f"{one.baseline.label} {one.probe.label} on {one.environment.label}"
+            for one in (other, job)
+        ]
+        raise SpecError(
+            study.file,
+            f"probes.{job.probe.name}",
+            f"{names[0]} and {names[1]} would write one file ({job.output}): two settings share "
+            "an id; change a setting of one of them",
+        )
+
+
 def make_plan(study: Study) -> Plan:
     """Expand a study into its jobs (identical runs from different grid points appear once)."""
+    counter = JobCounter(study)
     runs: dict[str, Run] = {}
+    instances = {
+        environment.label: ENVIRONMENTS.get(environment.family)(environment.config)
+        for environment in study.environments
+    }
     for environment in study.environments:
         kind = ENVIRONMENTS.get(environment.family).kind
         for architecture in study.architectures:
@@ -322,7 +438,8 @@ def make_plan(study: Study) -> Plan:
             for training, training_grid in study.trainings:
                 resolved_training = with_overrides(study, architecture, training, environment)
                 algorithm = algorithm_of(resolved_training)
-                owner = setting_owner(training_blocks(study, architecture, environment), "algorithm")
+                blocks = training_blocks(study, architecture, environment)
+                owner = setting_owner(blocks, "algorithm")
                 if kind not in algorithm.serves:
                     trainers = [name for name in ALGORITHMS.names() if kind in ALGORITHMS.get(name).serves]
                     raise SpecError(
@@ -339,13 +456,46 @@ def make_plan(study: Study) -> Plan:
                         f"architecture; architecture {architecture.name!r} is {architecture.family}",
                     )
                 template = Run(environment, architecture, resolved_training, training_grid, seed=0)
+                first = runs.get(template.id)
+                if first is not None and first.resolved == template.resolved:
+                    continue  # the same run from another grid point: its seeds are planned
+                check_training_memory(study, template, instances[environment.label], blocks)
+                counter.add(len(study.seeds), "seeds")
                 for seed in study.seeds:
                     run = template.with_seed(seed)
-                    runs.setdefault(run.id, run)
+                    other = runs.setdefault(run.id, run)
+                    if other is not run:  # equal ids of different settings: the hash collided
+                        raise SpecError(
+                            study.file,
+                            f"architectures.{architecture.name}",
+                            f"runs {other.agent} and {run.agent} on {environment.label} have different "
+                            f"settings but one id {run.id}; change a setting of one of them",
+                        )
     plans = {environment.label: probe_plan(study, environment) for environment in study.environments}
-    probe_jobs = [ProbeJob(run, probe) for run in runs.values() for probe in plans[run.environment.label][0]]
+    probe_jobs = []
+    for run in runs.values():
+        played_probes = plans[run.environment.label][0]
+        counter.add(len(played_probes), "probes")
+        probe_jobs += [ProbeJob(run, probe) for probe in played_probes]
+    estimated: set[tuple[str, str, str]] = set()
+    for job in probe_jobs:
+        pair = (job.run.environment.label, job.run.architecture.label, job.probe.label)
+        if pair in estimated:
+            continue
+        estimated.add(pair)
+        trained = instances[job.run.environment.label]
+        terms = resources.probe_terms(
+            job.probe.name,
+            job.probe.config,
+            job.run.environment.name,
+            trained,
+            PROBES.get(job.probe.family)(job.probe.config).environment(trained),
+            job.run.architecture.name,
+            job.run.architecture.config,
+        )
+        resources.check_memory(f"probe {job.probe.label} of {job.run.agent}", terms, study.file)
     baseline_jobs = []
-    skipped: list[SkippedBaseline | SkippedProbe] = []
+    skipped: list[SkippedBaseline | SkippedProbe | Unplayed] = []
     for environment in study.environments:
         environment_class = ENVIRONMENTS.get(environment.family)
         played_probes, skipped_probes = plans[environment.label]
@@ -364,14 +514,50 @@ def make_plan(study: Study) -> Plan:
                     skipped.append(SkippedBaseline(environment.label, probe.label, baseline.label, reason))
                     continue
                 if played is None:  # the environment as this probe plays it
-                    played = probe_class(probe.config).environment(environment_class(environment.config))
+                    played = probe_class(probe.config).environment(instances[environment.label])
+                    terms = resources.baseline_terms(
+                        probe.name, probe.config, environment.name, instances[environment.label], played
+                    )
+                    resources.check_memory(f"baselines of probe {probe.label}", terms, study.file)
                 reason = baseline_class.skip_reason(baseline.config, played)
                 if reason is not None:
                     skipped.append(SkippedBaseline(environment.label, probe.label, baseline.label, reason))
                     continue
+                counter.add(len(study.seeds), "seeds")
                 baseline_jobs += [BaselineJob(environment, probe, baseline, seed) for seed in study.seeds]
+    skipped += unplayed(study)
+    if study.probes and not any(plans[environment.label][0] for environment in study.environments):
+        raise SpecError(
+            study.file,
+            "probes",
+            "no probe plays an environment of this study ("
+            + "; ".join(str(note) for note in skipped if isinstance(note, (Unplayed, SkippedProbe)))
+            + ")",
+        )
+    if not probe_jobs and not baseline_jobs:
+        raise SpecError(
+            study.file, "baselines", "the study has no probe or baseline job: nothing would be measured"
+        )
+    check_unique_outputs(study, [*probe_jobs, *baseline_jobs])
     return Plan(study, tuple(runs.values()), tuple(probe_jobs), tuple(baseline_jobs), tuple(skipped))
 
 
+def unplayed(study: Study) -> list[Unplayed]:
+    """Notes for the probes and baselines whose kinds serve none of the study's environments."""
+    kinds = {ENVIRONMENTS.get(environment.family).kind for environment in study.environments}
+    notes = []
+    for axis, components, registry in (
+        ("probe", study.probes, PROBES),
+        ("baseline", study.baselines, BASELINES),
+    ):
+        for component in components:
+            serves = registry.get(component.family).serves
+            if not kinds & set(serves):
+                notes.append(unplayed_note(study, axis, component.label, serves))
+    return notes
+
+
 def results_directory(study: Study, root: str | Path = "results") -> Path:
-    return Path(root) / study.name
+    """``root/<study>``; SpecError if it belongs to another study file of the same name (see
+    :mod:`mesaprobe.study.results`; a Snakemake run claims it for its study file)."""
+    return results.check_owner(study, root)

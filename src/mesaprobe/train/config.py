@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -9,6 +10,9 @@ from mesaprobe.settings import SettingError
 
 #: Seeds per job on a GPU when ``seeds_per_job: auto`` (on a CPU: 1).
 AUTO_SEEDS_PER_GPU_JOB = 8
+#: Largest learning rate accepted (lr, inner_lr): far beyond any useful one, and far below
+#: where float32 arithmetic in the optimiser overflows.
+MAX_LEARNING_RATE = 100.0
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,12 @@ class TrainingConfig:
         ):
             if getattr(self, name) < 1:
                 raise SettingError(name, f"expected a positive integer, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise SettingError("lr", f"expected a positive learning rate, got {self.lr}")
-        if self.inner_lr <= 0:
-            raise SettingError("inner_lr", f"expected a positive learning rate, got {self.inner_lr}")
+        for name in ("lr", "inner_lr"):
+            if not 0 < getattr(self, name) <= MAX_LEARNING_RATE:
+                raise SettingError(
+                    name,
+                    f"expected a positive learning rate of at most {MAX_LEARNING_RATE}, got {getattr(self, name)}",
+                )
         for name in ("gamma", "gae_lambda", "lr_final_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SettingError(name, f"expected a number in [0, 1], got {getattr(self, name)}")
@@ -105,7 +111,7 @@ class TrainingConfig:
             raise SettingError(
                 "seeds_per_job", f"expected auto or a positive integer, got {self.seeds_per_job}"
             )
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not re.fullmatch(r"auto|cpu|cuda|cuda:[0-9]{1,4}", self.device):
             raise SettingError("device", f"expected auto, cpu, cuda or cuda:N, got {self.device!r}")
 
     def auto_seeds_per_job(self) -> int:

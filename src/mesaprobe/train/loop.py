@@ -7,14 +7,16 @@ loop counts env steps, shows progress (steps, reward or log-loss, env-steps/s) a
 keeps the run resumable.
 
 Training is resumable: every ``checkpoint_every`` updates, and when the process is
-asked to stop (SIGTERM, SIGUSR1: preemption), the model, optimiser, generator states
-and history go to ``partial.pt``; a rerun picks up from there.
+asked to stop (SIGTERM, SIGUSR1: preemption; SIGINT: Ctrl-C), the model, optimiser,
+generator states and history go to ``partial.pt`` once the update in progress is done; a
+rerun picks up from there.  A second Ctrl-C stops at once, without saving.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import pickle
 import signal
 import time
 from collections.abc import Sequence
@@ -34,7 +36,7 @@ from mesaprobe.train.state import TrainingState
 
 
 class Preempted(UserError):
-    """Training was asked to stop (SIGTERM/SIGUSR1); its state is saved for resuming."""
+    """Training was asked to stop (SIGTERM/SIGUSR1/SIGINT); its state is saved for resuming."""
 
     exit_code = 3
 
@@ -64,8 +66,17 @@ def load_checkpoint(path: Path, identity: dict[str, Any]) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ArtifactError(path, "checkpoint not found") from None
-    except Exception as error:  # truncated zip, bad magic, foreign pickle
-        raise ArtifactError(path, f"unreadable checkpoint ({type(error).__name__}: {error})") from None
+    except pickle.UnpicklingError:  # torch's refusal of objects other than tensors and plain data
+        raise ArtifactError(
+            path,
+            "holds Python objects other than tensors and plain data, which mesaprobe never loads "
+            "(loading them could run code); not a checkpoint mesaprobe wrote: delete it to train again",
+        ) from None
+    except Exception as error:  # truncated zip, bad magic
+        first_line = " ".join(str(error).split("\n", 1)[0].split())[:200]
+        raise ArtifactError(
+            path, f"unreadable checkpoint ({type(error).__name__}: {first_line}); delete it to train again"
+        ) from None
     if not isinstance(checkpoint, dict) or checkpoint.get("identity") != identity:
         raise ArtifactError(path, "checkpoint belongs to different run settings; delete it to start over")
     return checkpoint
@@ -95,9 +106,19 @@ def mean_of_last(history: list[dict[str, float]], count: int = 10) -> dict[str, 
 
 
 class StopRequest:
-    """Turns SIGTERM/SIGUSR1 into a flag checked between updates (checkpoint, then exit)."""
+    """Turns SIGTERM/SIGUSR1/SIGINT into a flag checked between updates (checkpoint, then exit).
 
-    SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGUSR1", None)) if s)
+    After a first SIGINT (Ctrl-C) the next one interrupts at once, as Ctrl-C usually does."""
+
+    SIGNALS = tuple(
+        s
+        for s in (
+            getattr(signal, "SIGTERM", None),
+            getattr(signal, "SIGUSR1", None),
+            getattr(signal, "SIGINT", None),
+        )
+        if s
+    )
 
     def __init__(self):
         self.received: int | None = None
@@ -105,12 +126,16 @@ class StopRequest:
 
     def __enter__(self):
         for number in self.SIGNALS:
+            if signal.getsignal(number) == signal.SIG_IGN:
+                continue  # e.g. SIGINT of a job started in the background: it stays ignored
             with contextlib.suppress(ValueError):  # not the main thread: no signal handling
                 self.previous[number] = signal.signal(number, self.handle)
         return self
 
     def handle(self, number, frame) -> None:
         self.received = number
+        if number == signal.SIGINT:  # a second Ctrl-C: stop now, without the checkpoint
+            signal.signal(signal.SIGINT, self.previous.get(number, signal.default_int_handler))
 
     def __exit__(self, *exc) -> None:
         for number, handler in self.previous.items():
