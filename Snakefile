@@ -5,10 +5,15 @@
 #   snakemake --report results/quickstart/report.html       # the report, after a run
 #   snakemake --profile workflow/profiles/slurm             # on a SLURM cluster
 #
+# Snakemake also reads profiles/default/ (beside this file) on every run: an interrupted
+# run is resumed by running the same command again.
+#
 # The study file is expanded by mesaprobe.study into a plan of jobs with stable ids;
 # every rule is one `mesaprobe <step>` command (see workflow/rules/).
 
 from snakemake.utils import min_version
+
+from mesaprobe.study.results import check_owner, lock_results
 
 min_version("9.0")
 
@@ -22,6 +27,26 @@ report: front_page()
 include: "workflow/rules/train.smk"
 include: "workflow/rules/probe.smk"
 include: "workflow/rules/analysis.smk"
+
+
+# The study's results directory: refused at once if another study file of the same name
+# owns it; a run that executes jobs holds its lock until its process ends, however it ends
+# (mesaprobe.study.results; profiles/default turns off Snakemake's own lock files, which a
+# killed Snakemake leaves behind to block every later run).
+try:
+    check_owner(STUDY, RESULTS_ROOT)
+except UserError as error:
+    print(f"mesaprobe: error: {error}", file=sys.stderr)
+    sys.exit(2)
+HELD_LOCKS = []  # the lock's open file, kept open for the process's lifetime
+
+
+onstart:
+    try:
+        HELD_LOCKS.append(lock_results(STUDY, RESULTS_ROOT))
+    except UserError as error:
+        print(f"mesaprobe: error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 rule all:

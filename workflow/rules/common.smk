@@ -8,6 +8,7 @@ import sys
 
 from mesaprobe.errors import UserError
 from mesaprobe.study import load_study, make_plan, select
+from mesaprobe.study.plan import COMPONENT_ID_PATTERN, RUN_ID_PATTERN
 from mesaprobe.study.outputs import chart_outputs as study_charts
 
 # Garbage collection for large studies; only when unreachable cycles are freed changes.
@@ -76,7 +77,7 @@ def front_page():
 # params (snakemake --lint suggests params): every output path already carries a hash of
 # the settings it depends on, and as params a renamed spec file or a moved virtual
 # environment would make Snakemake retrain every run.
-MESAPROBE = f"{sys.executable} -m mesaprobe"
+MESAPROBE = f"{shlex.quote(sys.executable)} -m mesaprobe"
 
 
 def gpus(run):
@@ -86,6 +87,11 @@ def gpus(run):
 
 def train_resources(wildcards):
     return gpus(PLAN.run(wildcards.run))
+
+
+def requests_of(rule):
+    """The memory and time a rule asks for, after --set-resources (what its variants ask too)."""
+    return {name: rule.rule.resources[name].value for name in ("mem_mb", "runtime")}
 
 
 def table_inputs():
@@ -116,5 +122,11 @@ def chart_reports():
     return entries
 
 
+# Wildcards match only what the plan's ids can be (names, a hash, a seed), so a crafted
+# target matches no rule; every wildcard in a shell command is quoted as well ({...:q}).
 wildcard_constraints:
-    run=r"[^/]+",
+    run=RUN_ID_PATTERN,
+    environment=COMPONENT_ID_PATTERN,
+    probe=COMPONENT_ID_PATTERN,
+    baseline=COMPONENT_ID_PATTERN,
+    seed=r"[0-9]+",

@@ -7,9 +7,12 @@
 # (tail -f results/<study>/logs/train/<run>.log) and runs/<run>/metrics.jsonl every update.
 TRAIN_STATUS_SECONDS = 30
 
-# What a training job asks the scheduler for, alone or as a group of seeds.
-TRAIN_MEM_MB = 4000
-TRAIN_RUNTIME_MINUTES = 240
+# What a training job asks the scheduler for: enough for the quickstart's (measured: 1-4
+# minutes on an idle 2-core laptop, 10.5 minutes on a machine loaded four times over, at most
+# 541 MB resident). Larger studies on a cluster ask for more (workflow/profiles/slurm sets
+# `train`'s, which groups of seeds ask for too).
+TRAIN_MEM_MB = 1000
+TRAIN_RUNTIME_MINUTES = 30
 
 
 rule train:
@@ -23,8 +26,12 @@ rule train:
         mem_mb=TRAIN_MEM_MB,
         runtime=TRAIN_RUNTIME_MINUTES,
     shell:
-        "{MESAPROBE} train {SPEC:q} --run {wildcards.run} --results-root {RESULTS_ROOT:q} "
+        "{MESAPROBE} train {SPEC:q} --run {wildcards.run:q} --results-root {RESULTS_ROOT:q} "
         "--threads {threads} --status-every {TRAIN_STATUS_SECONDS} 2> {log:q}"
+
+
+# A group of seeds asks for what `train` asks for, --set-resources included.
+TRAIN_REQUESTS = requests_of(rules.train)
 
 
 for index, group in enumerate(group for group in PLAN.seed_groups if len(group) > 1):
@@ -41,8 +48,7 @@ for index, group in enumerate(group for group in PLAN.seed_groups if len(group) 
         threads: TRAIN_THREADS
         resources:
             gpu=gpus(group[0]),
-            mem_mb=TRAIN_MEM_MB,
-            runtime=TRAIN_RUNTIME_MINUTES,
+            **TRAIN_REQUESTS,
         shell:
             "{MESAPROBE} train {SPEC:q} {params.runs} --results-root {RESULTS_ROOT:q} "
             "--threads {threads} --status-every {TRAIN_STATUS_SECONDS} 2> {log:q}"
@@ -58,8 +64,8 @@ rule freeze:
         f"{OUT}/logs/freeze/{{run}}.log",
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=1000,  # the quickstart's: at most 429 MB, 20 s on a loaded machine
         runtime=10,
     shell:
-        "{MESAPROBE} freeze {SPEC:q} --run {wildcards.run} --results-root {RESULTS_ROOT:q} "
+        "{MESAPROBE} freeze {SPEC:q} --run {wildcards.run:q} --results-root {RESULTS_ROOT:q} "
         "--threads {threads} > {log:q} 2>&1"
