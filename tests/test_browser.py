@@ -165,7 +165,7 @@ class Pixels:
 
     def is_chart(self) -> bool:
         """A drawn chart: many colours (anti-aliasing, bands), ink, and colour, not just text."""
-        return self.colours >= 100 and self.non_white >= 0.05 and self.colourful >= 0.01
+        return self.colours >= 100 and self.non_white >= 0.05 and self.colourful >= 0.002
 
     def is_page(self) -> bool:
         """Something rendered at all."""

@@ -260,7 +260,7 @@ def test_transition_chart_has_one_point_per_probe_pool_size_and_agent(sweep_resu
     assert x["scale"]["type"] == "log" and x["scale"]["base"] == 2
     assert x["axis"]["values"] == [1.0, 4.0, 16.0]
     assert "'∞'" in x["axis"]["labelExpr"]
-    assert band["mark"]["type"] == "area" and line["encoding"]["strokeDash"]["field"] == "agent"
+    assert band["mark"]["type"] == "area" and line["encoding"]["strokeDash"]["field"] == "agent_kind"
 
 
 def test_window_chart_has_flat_baselines_and_the_full_context_point(sweep_results) -> None:

@@ -37,6 +37,7 @@ from mesaprobe.analysis.chart_style import (
     WIDTH,
     agent_color,
     agent_dash,
+    agent_kind_dash,
     agent_scale,
     interval_tooltips,
     seeds_subtitle,
@@ -91,8 +92,9 @@ def curve_chart(
         )
     )
     title = view_title(family, metric, first["environment"], first["probe"], seeds_subtitle(rows, confidence))
-    # Independent legends, so that the agent legend shows the lines, not the faint bands.
-    layered = alt.layer(band, line).resolve_legend(color="independent")
+    # Independent legends: the lines' layer has the one agent legend, whose colour and dash (on
+    # the same field) merge, so it shows each agent's line, not the faint bands.
+    layered = alt.layer(band, line).resolve_legend(color="independent", strokeDash="independent")
     return layered.properties(width=WIDTH, height=HEIGHT, title=title)
 
 
@@ -125,7 +127,7 @@ def total_chart(
         alt.Chart(data)
         .mark_bar(clip=True)
         .encode(
-            x=alt.X("mean:Q", title=x_title, scale=alt.Scale(zero=False)),
+            x=alt.X("mean:Q", title=x_title, scale=alt.Scale(zero=False), stack=None),
             y=y,
             color=agent_color(agents, legend=False),
             tooltip=[
@@ -148,7 +150,7 @@ def total_chart(
         layers.append(
             alt.Chart(rule)
             .mark_text(align="left", dx=4, dy=-6, fontSize=11)
-            .encode(x=alt.X("mean:Q"), y=alt.value(0), text="label:N")
+            .encode(x=alt.X("mean:Q", scale=alt.Scale(zero=False)), y=alt.value(0), text="label:N")
         )
     title = view_title(family, metric, first["environment"], first["probe"], seeds_subtitle(rows, confidence))
     bar_height = max(HEIGHT // 2, 24 * rows.height)
@@ -396,7 +398,7 @@ def sweep_chart(
         x=x,
         y=y,
         color=agent_color(agents, legend=True),
-        strokeDash=agent_dash(agents),
+        strokeDash=agent_kind_dash(),
     )
     points = lines.mark_point(filled=True, size=30).encode(x=x, y=y, fill=fill, tooltip=tooltip)
     # Every point's interval as a rule too: a band needs two points, the end point has none.
