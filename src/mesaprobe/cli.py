@@ -112,7 +112,10 @@ def parser() -> argparse.ArgumentParser:
 
     sub = command("collect", "gather every probe table into the study's curves and summary tables")
     sub.add_argument(
-        "--resamples", type=positive_int, default=1000, help="bootstrap resamples (default 1000)"
+        "--resamples",
+        type=positive_int,
+        default=1000,
+        help="bootstrap resamples of the inside tables (default 1000)",
     )
     with_results(sub)
 
@@ -226,7 +229,7 @@ def run_command(arguments: argparse.Namespace) -> int:
             )
         )
     elif arguments.command == "collect":
-        from mesaprobe.analysis.collect import collect  # the bootstrap: for the collect step only
+        from mesaprobe.analysis.collect import collect  # scipy and the tables: for the collect step only
 
         inputs = [*plan.table_inputs, *plan.inside_inputs]
         missing = [path for path in inputs if not (results / path).exists()]
@@ -257,6 +260,7 @@ def run_command(arguments: argparse.Namespace) -> int:
             frozen_paths=sorted(
                 {results / job.run.directory / jobs.FROZEN_MANIFEST for job in plan.probe_jobs}, key=str
             ),
+            references=plan.references,
             training_runs=trained,
         )
         print("\n".join(str(path) for path in written.values()))

@@ -66,4 +66,4 @@ rule chart:
         mem_mb=4000,
         runtime=30,
     shell:
-        "{MESAPROBE} chart {SPEC:q} --results-root {RESULTS_ROOT:q} {SELECTION} > {log:q} 2>&1"
+        "{MESAPROBE} chart {SPEC:q} --results-root {RESULTS_ROOT:q} {SELECTION} {LOG_STEPS} > {log:q} 2>&1"

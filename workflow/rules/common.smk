@@ -43,7 +43,7 @@ try:
         probes=config.get("probes"),
     )
     PLAN = make_plan(STUDY)
-    CHARTS = study_charts(STUDY)  # every chart of the study: chart_outputs() and chart_reports()
+    CHARTS = study_charts(STUDY, PLAN)  # every chart of the study: chart_outputs() and chart_reports()
 except UserError as error:
     print(f"mesaprobe: error: {error}", file=sys.stderr)
     sys.exit(2)

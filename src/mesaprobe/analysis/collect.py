@@ -541,7 +541,6 @@ def collect(
         {
             "study": studies[0],
             "inputs": [{"path": str(path), "sha256": sha256_file(path)} for path in [*paths, *inside_paths]],
-            "resamples": resamples,
             "confidence": confidence,
             "intervals": {
                 "architectures": f"Student t over training seeds (none with fewer than {MIN_SEEDS_FOR_INTERVAL})",
