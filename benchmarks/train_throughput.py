@@ -11,7 +11,10 @@ whole-episode forward/backward pass and the optimiser step) after warm-up update
 job of ``training.seeds_per_job: S`` (stacked weights, ``batch`` episodes per seed) and the
 env steps of all S count.  ``--environment mdp`` measures RL^2's tabular MDPs instead (10
 states, 5 actions, trials of 10 episodes of 10 steps: sequences of 100 steps, as the
-bandit's).  Prints a table and writes JSON.
+bandit's).  Each row also counts the torch operators one acting step of the model
+dispatches (``operators_per_step``: on a CPU each is a kernel call with its own overhead,
+which for small models at small batches costs more than its arithmetic).  Prints a table
+and writes JSON.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from mesaprobe.artifacts import provenance
 from mesaprobe.device import resolve_device, set_threads
@@ -44,6 +48,11 @@ MODELS = {
     "transformer-32x2": ("transformer", {"d_model": 32, "layers": 2, "heads": 2}),
     "transformer-64x2": ("transformer", {"d_model": 64, "layers": 2, "heads": 4}),
     "memoryless-64": ("memoryless", {"hidden": 64}),
+    # The ladder's rungs at about the GRU-64's parameter count (specs/ladder.yaml).
+    "lru-32x2": ("lru", {"d_model": 32, "state": 36, "layers": 2}),
+    "mamba-24x2": ("mamba", {"d_model": 24, "layers": 2, "d_state": 16}),
+    "linear-attention-24x2": ("linear_attention", {"d_model": 24, "layers": 2, "heads": 2}),
+    "transformer-24x2": ("transformer", {"d_model": 24, "layers": 2, "heads": 2}),
 }
 
 
@@ -124,7 +133,32 @@ def measure(
         "env_steps": steps,
         "seconds": seconds,
         "env_steps_per_second": steps / seconds,
+        "operators_per_step": operators_per_step(
+            model, batch * seeds, models[0].input_size, torch.device(device)
+        ),
     }
+
+
+class OperatorCounter(TorchDispatchMode):
+    """Counts the torch operators dispatched inside it."""
+
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def operators_per_step(model: SequenceModel, batch: int, input_size: int, device: torch.device) -> int:
+    """Torch operators one acting step of ``model`` dispatches for ``batch`` rows (its second step)."""
+    inputs = torch.zeros(batch, input_size, device=device)
+    with torch.no_grad():
+        state, _ = model.step(model.initial_state(batch, 100, device), inputs)
+        with OperatorCounter() as counter:
+            model.step(state, inputs)
+    return counter.count
 
 
 def write_json(path: Path, rows: list[dict], device: torch.device, **extra) -> None:
@@ -150,7 +184,10 @@ def main() -> None:
     device = resolve_device(arguments.device)
     rows = []
     threads = torch.get_num_threads()
-    print(f"{'model':<20}{'seeds':>6}{'batch':>8}{'env-steps/s':>16}   device={device} threads={threads}")
+    print(
+        f"{'model':<22}{'seeds':>6}{'batch':>8}{'env-steps/s':>16}{'ops/step':>10}"
+        f"   device={device} threads={threads}"
+    )
     for name in arguments.models:
         for seeds in arguments.seeds:
             for batch in arguments.batches:
@@ -158,7 +195,11 @@ def main() -> None:
                     name, batch, device, arguments.updates, arguments.warmup, seeds, arguments.environment
                 )
                 rows.append(row)
-                print(f"{name:<20}{seeds:>6}{batch:>8}{row['env_steps_per_second']:>16,.0f}", flush=True)
+                print(
+                    f"{name:<22}{seeds:>6}{batch:>8}{row['env_steps_per_second']:>16,.0f}"
+                    f"{row['operators_per_step']:>10}",
+                    flush=True,
+                )
     write_json(arguments.json, rows, device)
 
 
