@@ -121,7 +121,10 @@ def total_chart(
     first = rows.row(0, named=True)
     data = rows.select("agent", "agent_kind", "mean", "ci_low", "ci_high")
     order = "descending" if family.higher_is_better[family.episode_metrics.index(metric)] else "ascending"
-    y = alt.Y("agent:N", sort=alt.EncodingSortField(field="mean", order=order), title="agent")
+    # An explicit order (best first): a sort by field does not survive layers of other data.
+    y = alt.Y(
+        "agent:N", sort=rows.sort("mean", descending=order == "descending")["agent"].to_list(), title="agent"
+    )
     x_title = family.bar_axis_title(metric, horizon)
     bars = (
         alt.Chart(data)
@@ -164,7 +167,8 @@ def regret_ratio_chart(summary: pl.DataFrame, agents: list[str], confidence: flo
     rows = summary.filter(pl.col("metric") == REGRET_RATIO).sort("agent")
     first = rows.row(0, named=True)
     data = rows.select("agent", "agent_kind", "mean", "ci_low", "ci_high", "interval", "interval_note")
-    y = alt.Y("agent:N", sort=alt.EncodingSortField(field="mean", order="ascending"), title="agent")
+    # An explicit order (best first): a sort by field does not survive layers of other data.
+    y = alt.Y("agent:N", sort=rows.sort("mean")["agent"].to_list(), title="agent")
     x_title = "regret ratio to the exact optimum (1 = optimal)"
     bars = (
         alt.Chart(data)
