@@ -40,6 +40,7 @@ from mesaprobe.analysis.chart_builders import (
 from mesaprobe.analysis.chart_style import count_text, study_agents
 from mesaprobe.analysis.inside import INSIDE_SUMMARY_COLUMNS
 from mesaprobe.analysis.inside_charts import INSIDE_CHARTS
+from mesaprobe.analysis.ladder_charts import ladder_chart
 from mesaprobe.analysis.tables import CURVE_BANDS_COLUMNS, SUMMARY_COLUMNS, TABLE_FILES, read_table
 from mesaprobe.analysis.training_charts import draw_learning_curve
 from mesaprobe.artifacts import atomic_path, read_json

@@ -518,6 +518,7 @@ def collect(
     if not studies:
         studies = inside["study"].unique().to_list()
 
+    summary = with_model_costs(summary, frozen_paths)  # the architectures' costs, last
     out_dir = Path(out_dir)
     written = {key: out_dir / name for key, name in TABLE_FILES.items()}
     for key, frame in (("curves", curves), ("curve_bands", curve_bands), ("summary", summary)):
