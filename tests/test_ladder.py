@@ -425,3 +425,19 @@ def test_seeds_that_disagree_on_their_costs_are_refused(ladder_results, tmp_path
     assert model_costs([original]).height == 1
     with pytest.raises(ArtifactError, match="another seed of it records"):
         model_costs([original, copy])
+
+
+@pytest.mark.parametrize("family", ["lru", "mamba", "linear_attention"])
+def test_readout_probe_reads_every_layer_of_the_new_families(family):
+    from mesaprobe.agents import ModelAgent
+    from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
+    from mesaprobe.probes.readout import ReadoutConfig, ReadoutProbe
+
+    environment = BernoulliBandit(BernoulliBanditConfig(arms=2, horizon=6))
+    torch.manual_seed(0)
+    config = ARCHITECTURES.get(family).Config(d_model=8, layers=2)
+    model = build_model(family, config, environment.observation_size, 3).eval()
+    probe = ReadoutProbe(ReadoutConfig(episodes=40, batch=20, replicates=2, statistics=("successes",)))
+    rows = probe.run(ModelAgent(model, 2), environment, ("env", "readout", 0), ("run", "readout"))
+    assert set(rows["layer"]) == {"layer0", "layer1", "layer2"}
+    assert rows["value"].is_finite().all()
