@@ -550,7 +550,9 @@ def test_make_charts_writes_offline_html_and_svg(tmp_path: Path) -> None:
     bars, error_bars = bars_spec["layer"]
     assert bars_spec["title"]["text"] == "Total reward per episode: bandit2, probe adaptation"
     assert bars["mark"]["type"] == "bar" and error_bars["mark"]["type"] == "errorbar"
-    assert bars["encoding"]["y"]["sort"] == {"field": "mean", "order": "descending"}
+    totals = pl.read_parquet(tables["summary"]).filter(pl.col("metric") == "total_reward")
+    # Best first: the largest total reward at the top, as an explicit order.
+    assert bars["encoding"]["y"]["sort"] == totals.sort("mean", descending=True)["agent"].to_list()
     assert bars["encoding"]["x"]["title"] == "total reward per episode (expected, sum over 10 steps)"
     assert error_bars["encoding"]["x"]["field"] == "ci_low"
     assert error_bars["encoding"]["x2"]["field"] == "ci_high"
@@ -629,9 +631,12 @@ def test_mixed_study_uses_each_environments_metric_family(tmp_path: Path) -> Non
     assert bars_spec["title"]["text"] == "Total log-loss per episode (bits): markov, probe prediction"
     assert bars["encoding"]["x"]["title"] == "total log-loss per episode (bits, sum over 8 steps)"
     # Lower log-loss is better, so the best (smallest) bar comes first.
-    assert bars["encoding"]["y"]["sort"] == {"field": "mean", "order": "ascending"}
+    summary = pl.read_parquet(tables["summary"])
+    logloss = summary.filter((pl.col("environment") == "markov") & (pl.col("metric") == "total_logloss_bits"))
+    assert bars["encoding"]["y"]["sort"] == logloss.sort("mean")["agent"].to_list()
     bandit_bars = html_spec(charts_dir / "total_reward_bandit2_adaptation.html")["layer"][0]
-    assert bandit_bars["encoding"]["y"]["sort"] == {"field": "mean", "order": "descending"}
+    reward = summary.filter((pl.col("environment") == "bandit2") & (pl.col("metric") == "total_reward"))
+    assert bandit_bars["encoding"]["y"]["sort"] == reward.sort("mean", descending=True)["agent"].to_list()
 
 
 def test_make_charts_needs_the_tables(tmp_path: Path) -> None:

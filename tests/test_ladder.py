@@ -289,7 +289,7 @@ def set_in(*keys_and_value):
             "architectures.mamba.training.algorithm: reptile trains only the memoryless architecture; "
             "architecture 'mamba' is mamba",
         ),
-        (set_in("ladder_charts", "yes"), "ladder_charts: expected boolean, got the string 'yes'"),
+        (set_in("ladder_charts", "yes"), "ladder_charts: expected true or false, got the string 'yes'"),
     ],
     ids=["window-0", "state-heads", "lru-radius", "mamba-state", "family-algorithm", "ladder-charts"],
 )
