@@ -271,8 +271,16 @@ ARCHITECTURE_LINE = "memoryless: {family: memoryless, hidden: 8}"
             "training.algorithm",
             "environment 'markov' (prediction) is trained with one of: predict; got 'reptile'",
         ),
-        (lambda study: study.replace("inner_steps: 2", "inner_steps: 0"), "training.inner_steps", "minimum"),
-        (lambda study: study.replace("inner_steps: 2", "inner_lr: -1"), "training.inner_lr", "minimum"),
+        (
+            lambda study: study.replace("inner_steps: 2", "inner_steps: 0"),
+            "training.inner_steps",
+            "expected at least 1, got 0",
+        ),
+        (
+            lambda study: study.replace("inner_steps: 2", "inner_lr: -1"),
+            "training.inner_lr",
+            "expected more than 0, got -1",
+        ),
     ],
 )
 def test_reptile_spec_errors_name_the_key(tmp_path, change, key, expected):
