@@ -45,7 +45,16 @@ def test_prediction_study_runs_and_bayes_has_zero_regret(tmp_path, plan):
     tables = run_all_jobs(plan, tmp_path, resamples=50)
     assert (tmp_path / run.directory / jobs.FROZEN_MANIFEST).exists()
     summary = pl.read_parquet(tables["summary"])
-    assert set(summary["metric"]) == {"total_logloss_bits", "cumulative_regret_bits", "adaptation"}
+    # The family's episode metrics, and the regret ratio: every predictor's log-loss over the
+    # exact Bayes predictor's on the same sequences (1 for bayes_optimal itself).
+    assert set(summary["metric"]) == {
+        "total_logloss_bits",
+        "cumulative_regret_bits",
+        "adaptation",
+        "regret_ratio",
+    }
+    ratio = summary.filter(pl.col("agent") == "bayes_optimal", pl.col("metric") == "regret_ratio")["mean"]
+    assert ratio.to_list() == pytest.approx([1.0] * ratio.len())
     bayes = summary.filter(pl.col("agent") == "bayes_optimal", pl.col("metric") == "cumulative_regret_bits")
     assert (bayes["mean"] == 0).all()
     longer = pl.read_parquet(
