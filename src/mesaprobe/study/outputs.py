@@ -26,6 +26,10 @@ environment and probe labels made safe for file names by :func:`slugify`:
 * ``learning_curve_<environment>``: the training statistics of every run on an environment
   against env steps (:func:`learning_curve_stem`), per environment some architecture trains on,
   drawn from the collected training histories (:mod:`mesaprobe.analysis.training_charts`).
+* ``ladder_<axis>_<environment>_<probe>``, in studies with ``ladder_charts: true``: each
+  architecture's cumulative regret against its ``state_floats`` and against its
+  ``flops_per_step`` (the axes of :data:`LADDER_AXES`), per environment of a family scored per
+  step and probe writing curves (:func:`ladder_stem`, :func:`ladder_charts`).
 
 Agents of every grid variant share the charts of their environment (their names carry
 the variant, e.g. ``gru[lr=0.001]``), so baselines always appear next to every trained model.
