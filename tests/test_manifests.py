@@ -242,7 +242,7 @@ def test_an_unknown_architecture_family_is_named(trained, tmp_path):
 @pytest.mark.parametrize(
     ("settings", "expected"),
     [
-        ({"hidden": 1e9}, "resolved.architecture, input_size, output_size, private_size: describe no model"),
+        ({"hidden": 1e9}, "resolved.architecture.hidden: expected at most 16,777,216, got 1,000,000,000"),
         ({"hidden": 16}, "resolved.architecture, input_size, output_size, private_size: do not describe"),
         ({"layers": 2}, "resolved.architecture, input_size, output_size, private_size: do not describe"),
         ({"hidden": "big"}, "resolved.architecture.hidden: expected an integer, got the string 'big'"),
