@@ -350,6 +350,10 @@ def test_only_cuda_training_asks_for_a_gpu(tmp_path):
         "--config",
         f"spec={spec}",
         "--dry-run",
+        # The workflow profile (profiles/default) hides each job's block (quiet: rules), where
+        # the dry run prints the resources read below; this run shows them.
+        "--quiet",
+        "progress",
         cwd=tmp_path,
         timeout=300,
     )
