@@ -70,7 +70,7 @@ class Recurrent(SequenceModel):
         h = x[:, None]  # (B, 1, I)
         new_state = []
         for rnn, layer_state in zip(self.rnns, state, strict=True):
-            h, layer_state = rnn(h, layer_state)  # (B, 1, H)
+            h, layer_state = run_layer(rnn, h, layer_state)  # (B, 1, H)
             new_state.append(layer_state)
         return new_state, self.head(h[:, 0])
 
@@ -79,12 +79,28 @@ class Recurrent(SequenceModel):
         hidden = {}
         for i, rnn in enumerate(self.rnns):
             inputs = h
-            h, _ = rnn(h)  # (B, T, H)
+            h, _ = run_layer(rnn, h)  # (B, T, H)
             hidden[f"layer{i + 1}"] = h
             if return_hidden and self.cell is nn.LSTM:  # the class: a seed-stacked layer is no nn.LSTM
                 hidden[f"layer{i + 1}_cell"] = lstm_cell_states(rnn, inputs, h)  # the LSTM's other state
         ys = self.head(h)  # (B, T, O)
         return (ys, hidden) if return_hidden else ys
+
+
+def run_layer(rnn: nn.Module, h: Tensor, state=None):
+    """One recurrent layer on (B, T, I) inputs, from ``state`` (None: zeros).
+
+    Under bf16 autocast on a CPU, torch hands an LSTM to oneDNN in bfloat16, which needs
+    processor support that not every CPU has ("could not create a primitive descriptor for the
+    LSTM forward propagation primitive" on an AMD EPYC without it); there the LSTM's layers run
+    in float32 and the rest of the model in bf16.  GPUs (cuDNN) and the GRU are unchanged.
+    """
+    cpu_bf16_lstm = isinstance(rnn, nn.LSTM) and h.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+    if not cpu_bf16_lstm:
+        return rnn(h, state)
+    with torch.autocast("cpu", enabled=False):
+        state = None if state is None else tuple(part.float() for part in state)
+        return rnn(h.float(), state)
 
 
 def lstm_cell_states(rnn: nn.LSTM | SeedLSTM, xs: Tensor, hs: Tensor) -> Tensor:

@@ -63,7 +63,8 @@ class TrainingConfig:
     """Arithmetic of training updates: float32, or bf16 (mixed precision: torch.autocast to
     bfloat16 for matrix products and attention, float32 weights, optimiser and losses), for
     Transformers on GPUs with bf16 tensor cores.  Acting while training runs under the same
-    autocast (A2C stays on-policy); frozen models are probed in float32.  Changes run ids."""
+    autocast (A2C stays on-policy); frozen models are probed in float32.  On a CPU an LSTM's
+    layers stay in float32 (``models.recurrent.run_layer``).  Changes run ids."""
     checkpoint_every: int = 50
     """Updates between resumable checkpoints (partial.pt in the run directory)."""
     device: str = "auto"
