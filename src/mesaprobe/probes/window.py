@@ -38,7 +38,8 @@ class WindowConfig(AdaptationConfig):
     windows: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     """Memory windows w to evaluate, one probe each (labelled <name>[w=<w>]): a Transformer
     attends to the last w steps (a model trained with a shorter context keeps its own), a
-    GRU/LSTM has its state reset every w steps, a memoryless model ignores w. w = 1: no
+    model that carries a state (GRU, LSTM, LRU, Mamba, linear attention) has it reset every
+    w steps, a memoryless model ignores w. w = 1: no
     memory; w at least the horizon: the model as trained."""
 
     def validate(self) -> None:
