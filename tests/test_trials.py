@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+import polars as pl
 import pytest
 import torch
 import yaml
 
+from mesaprobe.analysis.collect import collect
+from mesaprobe.analysis.tables import TRIAL_EPISODES_COLUMNS, write_probe_table
 from mesaprobe.baselines import build_baseline
 from mesaprobe.envs.bernoulli_bandit import BernoulliBandit, BernoulliBanditConfig
 from mesaprobe.envs.tabular_mdp import TabularMDP, TabularMDPConfig
@@ -19,6 +23,7 @@ from mesaprobe.train import ALGORITHMS
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.state import TrainingState
 from tests.conftest import TINY_STUDY
+from tests.test_analysis import probe_frame
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -145,3 +150,34 @@ def test_a2c_trains_on_whole_trials():
     statistics = ALGORITHMS.get("a2c").update(mdp, state, config, 4)
     assert all(torch.isfinite(torch.as_tensor(value)) for value in statistics.values())
     assert any(not torch.equal(old, new) for old, new in zip(before, model.parameters(), strict=True))
+
+
+def test_the_trial_table_has_each_episode_of_a_trial_by_hand(tmp_path):
+    """Trials of 2 episodes of 2 steps: per episode, the reward and regret summed over it and the
+    cumulative regret at its end, averaged over trials; nothing for an environment without trials."""
+
+    # Two trials (rows) of 4 steps; the best arm pays 1.  Regret per step: [[1, 0.5, 0, 0], [0.5, 0.5, 0.5, 0]].
+    expected_rewards = np.array([[0.0, 0.5, 1.0, 1.0], [0.5, 0.5, 0.5, 1.0]])
+    best = np.ones(2)
+    paths = [
+        write_probe_table(
+            probe_frame(expected_rewards, best, agent="psrl", agent_kind="baseline", environment=environment),
+            tmp_path / "probes" / f"{environment}.parquet",
+        )
+        for environment in ("k2", "plain")
+    ]
+    written = collect(paths, tmp_path / "tables", trial_episodes={"k2": 2, "plain": 1})
+    trials = pl.read_parquet(written["trial_episodes"])
+    assert trials.schema == pl.Schema(TRIAL_EPISODES_COLUMNS)
+    assert set(trials["environment"]) == {"k2"}  # `plain` plays no trials
+    by_metric = {
+        metric: part.sort("episode_in_trial")["mean"].to_list()
+        for (metric,), part in trials.group_by("metric")
+    }
+    assert by_metric == {
+        "total_reward": [(0.5 + 1.0) / 2, (2.0 + 1.5) / 2],
+        "episode_regret": [(1.5 + 1.0) / 2, (0.0 + 0.5) / 2],
+        "cumulative_regret": [(1.5 + 1.0) / 2, (1.5 + 1.5) / 2],
+    }
+    assert set(trials["interval"]) == {"episodes (Student t)"} and set(trials["episodes"]) == {2}
+    assert pl.read_csv(written["trial_episodes_csv"], schema=TRIAL_EPISODES_COLUMNS).equals(trials)

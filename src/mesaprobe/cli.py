@@ -262,6 +262,7 @@ def run_command(arguments: argparse.Namespace) -> int:
             ),
             references=plan.references,
             training_runs=trained,
+            trial_episodes=plan.trial_episodes,
         )
         print("\n".join(str(path) for path in written.values()))
     elif arguments.command == "chart":

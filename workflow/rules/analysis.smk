@@ -30,6 +30,14 @@ rule collect:
             category="Tables",
             labels={"table": "totals by setting"},
         ),
+        trial_episodes=f"{OUT}/tables/trial_episodes.parquet",
+        trial_episodes_csv=report_if(
+            any(episodes > 1 for episodes in PLAN.trial_episodes.values()),
+            f"{OUT}/tables/trial_episodes.csv",
+            caption="../report/trial_episodes.rst",
+            category="Tables",
+            labels={"table": "per episode of a trial"},
+        ),
         inside=f"{OUT}/tables/inside.parquet",
         inside_csv=report_if(
             PLAN.inside_inputs,

@@ -16,6 +16,11 @@ and writes, atomically, into the study's ``tables/`` folder:
 * ``differences.parquet`` and ``differences.csv``
   (:data:`~mesaprobe.analysis.tables.DIFFERENCES_COLUMNS`): paired differences on shared
   tasks (:mod:`mesaprobe.analysis.differences`);
+* ``trial_episodes.parquet`` and ``trial_episodes.csv``
+  (:data:`~mesaprobe.analysis.tables.TRIAL_EPISODES_COLUMNS`): for environments played in
+  trials of K episodes (``trial_episodes``), each agent's total, regret and cumulative regret
+  per episode of the trial, summarised like the curve bands (what learning across episodes
+  looks like; empty without trials);
 * ``total_reward_table.csv``: every agent's family total (``total_reward`` for
   bandits, ``total_logloss_bits`` for sequence prediction) per environment and probe;
 * ``inside.parquet`` and ``inside.csv``: the summary of the study's inside tables
@@ -61,6 +66,7 @@ from mesaprobe.analysis.tables import (
     GROUP_COLUMNS,
     SUMMARY_COLUMNS,
     TABLE_FILES,
+    TRIAL_EPISODES_COLUMNS,
     read_probe_table,
 )
 from mesaprobe.analysis.training import TrainedRun, write_training_table
@@ -382,6 +388,40 @@ def _bands_and_summary(group: _AgentGroup, interval: GroupInterval) -> tuple[pl.
     return bands.with_columns(nulls), summary.with_columns(nulls)
 
 
+def trial_episode_values(step_values: np.ndarray, family: MetricFamily, trial_episodes: int) -> np.ndarray:
+    """(E, 3, K) per-episode values of trials from a family's step metrics (E, 3, K x L): the
+    score summed over each episode, the regret summed over each episode, and the cumulative
+    regret at each episode's last step."""
+    trials, metric_count, horizon = step_values.shape
+    assert metric_count == 3 and not family.per_episode and horizon % trial_episodes == 0, (
+        step_values.shape,
+        trial_episodes,
+    )
+    episodes = step_values.reshape(trials, metric_count, trial_episodes, horizon // trial_episodes)
+    return np.stack([episodes[:, 0].sum(axis=2), episodes[:, 1].sum(axis=2), episodes[:, 2, :, -1]], axis=1)
+
+
+def trial_episode_metrics(family: MetricFamily) -> tuple[str, str, str]:
+    """Names of :func:`trial_episode_values`' three values, e.g. total_reward, episode_regret,
+    cumulative_regret."""
+    return (family.episode_metrics[0], f"episode_{family.step_metrics[1]}", family.episode_metrics[1])
+
+
+def _trial_episodes(group: _AgentGroup, trial_episodes: int, confidence: float) -> pl.DataFrame:
+    """The trial-episode rows of one group (ordered by metric, episode of the trial)."""
+    per_episode = _AgentGroup(
+        key=group.key,
+        family=group.family,
+        seeds=group.seeds,
+        episodes_per_seed=group.episodes_per_seed,
+        episode_ids=group.episode_ids,
+        step_values=trial_episode_values(group.step_values, group.family, trial_episodes),
+    )
+    bands, _ = _bands_and_summary(per_episode, group_interval(per_episode, confidence))
+    names = dict(zip(group.family.step_metrics, trial_episode_metrics(group.family), strict=True))
+    return bands.rename({"step": "episode_in_trial"}).with_columns(pl.col("metric").replace_strict(names))
+
+
 def _with_ratios(summary: pl.DataFrame, ratios: pl.DataFrame) -> pl.DataFrame:
     """The summary with each group's regret-ratio row after its episode metrics."""
     if ratios.height == 0:
@@ -455,6 +495,7 @@ def collect(
     references: Mapping[tuple[str, str], Reference] | None = None,
     training_runs: Iterable[TrainedRun] = (),
     frozen_paths: Iterable[str | Path] = (),
+    trial_episodes: Mapping[str, int] | None = None,
 ) -> dict[str, Path]:
     """Read the probe tables of one study and write its curves, curve bands, summary and paired
     differences, and the summary of its inside tables (``inside_paths``).
@@ -465,6 +506,8 @@ def collect(
     ``resamples`` and ``seed`` are the inside tables' bootstrap's.
 
     ``training_runs`` are the runs whose training histories go into ``training.parquet``.
+    ``trial_episodes`` maps an environment (its label, as the probe tables name it) to the
+    episodes of its trials; those with more than one get rows in ``trial_episodes.parquet``.
 
     Returns the written paths by :data:`TABLE_FILES` key.  Same inputs and settings
     give bit-identical tables.  Raises :class:`ArtifactError` for an unreadable or
@@ -510,6 +553,15 @@ def collect(
         else pl.DataFrame(schema=SUMMARY_COLUMNS)
     )
     summary = _with_ratios(summary, ratios)
+    trial_episodes = dict(trial_episodes or {})
+    trial_rows = [
+        _trial_episodes(group, trial_episodes[environment], confidence)
+        for group in groups
+        if (environment := dict(zip(GROUP_COLUMNS, group.key, strict=True))["environment"]) in trial_episodes
+        and trial_episodes[environment] > 1
+        and not group.family.per_episode
+    ]
+    trials = pl.concat(trial_rows) if trial_rows else pl.DataFrame(schema=TRIAL_EPISODES_COLUMNS)
     inside = (
         summarise(inside_paths, resamples, confidence, seed)
         if inside_paths
@@ -530,6 +582,10 @@ def collect(
         differences.write_parquet(temporary)
     with atomic_path(written["differences_csv"]) as temporary:
         differences.write_csv(temporary)
+    with atomic_path(written["trial_episodes"]) as temporary:
+        trials.write_parquet(temporary)
+    with atomic_path(written["trial_episodes_csv"]) as temporary:
+        trials.write_csv(temporary)
     with atomic_path(written["total_reward_table"]) as temporary:
         total_table(summary).write_csv(temporary)
     with atomic_path(written["inside"]) as temporary:

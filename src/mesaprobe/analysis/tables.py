@@ -80,6 +80,24 @@ CURVE_BANDS_COLUMNS: dict[str, pl.DataType] = {
     "interval_note": pl.String(),  # why there is no interval ("" when there is one)
 }
 
+#: Schema of ``trial_episodes.parquet`` / ``.csv``: in trials of K episodes (``trial_episodes``), one
+#: row per (agent group, metric, episode of the trial): the family's total over that episode,
+#: the regret summed over that episode (``episode_<regret step metric>``) and the cumulative
+#: regret from the trial's start to that episode's end, each the mean over seeds of the
+#: per-seed episode means with its interval (as in the curve bands).  Empty without trials.
+TRIAL_EPISODES_COLUMNS: dict[str, pl.DataType] = {
+    **GROUP_COLUMNS,
+    "episode_in_trial": pl.Int64(),  # 1..K
+    "metric": pl.String(),
+    "mean": pl.Float64(),
+    "ci_low": pl.Float64(),  # the interval named in `interval` (null: see `interval_note`)
+    "ci_high": pl.Float64(),
+    "seeds": pl.Int64(),
+    "episodes": pl.Int64(),  # trials over all seeds
+    "interval": pl.String(),  # what the interval is over: INTERVAL_KINDS
+    "interval_note": pl.String(),  # why there is no interval ("" when there is one)
+}
+
 #: Schema of ``summary.parquet`` / ``summary.csv``: one row per (agent group, episode metric).
 SUMMARY_COLUMNS: dict[str, pl.DataType] = {
     **GROUP_COLUMNS,
@@ -122,6 +140,8 @@ TABLE_FILES = {
     "differences": "differences.parquet",  # paired differences (mesaprobe.analysis.differences)
     "differences_csv": "differences.csv",
     "total_reward_table": "total_reward_table.csv",  # each family's total (total_table)
+    "trial_episodes": "trial_episodes.parquet",  # per episode within a trial (TRIAL_EPISODES_COLUMNS)
+    "trial_episodes_csv": "trial_episodes.csv",
     "inside": "inside.parquet",  # summary of the inside tables (mesaprobe.analysis.inside)
     "inside_csv": "inside.csv",
     "training": "training.parquet",  # every run's training history (mesaprobe.analysis.training)

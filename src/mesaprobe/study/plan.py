@@ -212,6 +212,19 @@ class Plan:
         return tuple(groups)
 
     @functools.cached_property
+    def trial_episodes(self) -> dict[str, int]:
+        """Environment label -> episodes of its trials (1 without trials), for every environment
+        a probe or baseline plays; the collect step tabulates trials per episode."""
+        played = [
+            *(job.run.environment for job in self.probe_jobs),
+            *(job.environment for job in self.baseline_jobs),
+        ]
+        return {
+            environment.label: ENVIRONMENTS.get(environment.family)(environment.config).trial_episodes
+            for environment in played
+        }
+
+    @functools.cached_property
     def references(self) -> dict[tuple[str, str], Reference]:
         """(environment label, probe label) -> the exact optimum there, for regret ratios and
         paired differences (:func:`mesaprobe.study.references.find_references`)."""
