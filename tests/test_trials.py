@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 
+from mesaprobe.analysis.charts import make_charts
 from mesaprobe.analysis.collect import collect
 from mesaprobe.analysis.tables import TRIAL_EPISODES_COLUMNS, write_probe_table
 from mesaprobe.baselines import build_baseline
@@ -19,10 +20,11 @@ from mesaprobe.models import ARCHITECTURES, build_model
 from mesaprobe.probes.adaptation import AdaptationConfig, AdaptationProbe, MemoryResetAtEpisodes
 from mesaprobe.seeding import make_generator
 from mesaprobe.study import load_study, make_plan
+from mesaprobe.study.outputs import TRIAL_EPISODES, Chart, chart_outputs
 from mesaprobe.train import ALGORITHMS
 from mesaprobe.train.config import TrainingConfig
 from mesaprobe.train.state import TrainingState
-from tests.conftest import TINY_STUDY
+from tests.conftest import REPO, TINY_STUDY
 from tests.test_analysis import probe_frame
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -181,3 +183,30 @@ def test_the_trial_table_has_each_episode_of_a_trial_by_hand(tmp_path):
     }
     assert set(trials["interval"]) == {"episodes (Student t)"} and set(trials["episodes"]) == {2}
     assert pl.read_csv(written["trial_episodes_csv"], schema=TRIAL_EPISODES_COLUMNS).equals(trials)
+
+
+def test_a_trial_chart_per_environment_with_trials_and_probe(tmp_path):
+    charts = chart_outputs(load_study(REPO / "specs" / "bandits_trials.yaml"))
+    trial = sorted(chart.stem for chart in charts if chart.plots == TRIAL_EPISODES)
+    assert trial == [
+        f"trial_episode_regret_{environment}_{probe}"
+        for environment in ("k10", "k25")
+        for probe in ("adaptation", "no_memory")
+    ]  # k1, one episode per trial, has none
+    mdp = chart_outputs(load_study(REPO / "specs" / "mdp_rl2_reduced.yaml"))
+    assert "trial_episode_value_regret_k10_adaptation" in {chart.stem for chart in mdp}
+
+
+def test_the_trial_chart_is_drawn_from_the_trial_table(tmp_path):
+    expected_rewards = np.array([[0.0, 0.5, 1.0, 1.0], [0.5, 0.5, 0.5, 1.0]])
+    frame = probe_frame(expected_rewards, np.ones(2), agent="psrl", agent_kind="baseline", environment="k2")
+    path = write_probe_table(frame, tmp_path / "probes" / "k2.parquet")
+    collect([path], tmp_path / "tables", trial_episodes={"k2": 2})
+    chart = Chart(
+        "trial_episode_regret_k2_adaptation", TRIAL_EPISODES, TRIAL_EPISODES, "bandit", "k2", "adaptation"
+    )
+    written = make_charts(tmp_path / "tables", tmp_path / "charts", [chart])
+    assert [file.name for file in written] == list(chart.files)
+    svg = (tmp_path / "charts" / "trial_episode_regret_k2_adaptation.svg").read_text()
+    assert "Episode regret per episode of a trial: k2, probe adaptation" in svg
+    assert "episode of the trial" in svg

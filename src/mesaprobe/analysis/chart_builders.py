@@ -9,6 +9,9 @@
   best first: the total per episode (``total_reward``, ``total_logloss_bits``,
   ``total_mse_per_dim``), or each metric of a per-episode family (the commitment game:
   ``success``, ``game_reward``, ``z_surprisal_bits``);
+* :func:`trial_chart`: in trials of K episodes, the regret summed over each episode of the
+  trial against its position 1..K, one line per agent with its band: falling when an agent
+  learns across episodes (``tables/trial_episodes``);
 * :func:`overview_chart`: every metric of a per-episode family across all environments
   of one probe (in a commitment study, success, reward and entropy of z per function
   and noise);
@@ -94,6 +97,47 @@ def curve_chart(
     title = view_title(family, metric, first["environment"], first["probe"], seeds_subtitle(rows, confidence))
     # Independent legends: the lines' layer has the one agent legend, whose colour and dash (on
     # the same field) merge, so it shows each agent's line, not the faint bands.
+    layered = alt.layer(band, line).resolve_legend(color="independent", strokeDash="independent")
+    return layered.properties(width=WIDTH, height=HEIGHT, title=title)
+
+
+def trial_chart(rows: pl.DataFrame, metric: str, agents: list[str], confidence: float) -> alt.LayerChart:
+    """The trial-episode rows (``trial_episodes.parquet``) of one (environment, probe) and
+    ``metric`` (e.g. ``episode_regret``) against the episode of the trial, one line per agent
+    with its interval band."""
+    rows = rows.filter(pl.col("metric") == metric).sort("agent", "episode_in_trial")
+    first = rows.row(0, named=True)
+    data = rows.select("agent", "agent_kind", "episode_in_trial", "mean", "ci_low", "ci_high")
+    x = alt.X("episode_in_trial:Q", title="episode of the trial", scale=alt.Scale(nice=False))
+    y_title = f"{metric.replace('_', ' ')} (summed over the episode)"
+    band = (
+        alt.Chart(data)
+        .mark_area(opacity=0.2)
+        .encode(
+            x=x, y=alt.Y("ci_low:Q", title=y_title), y2="ci_high:Q", color=agent_color(agents, legend=False)
+        )
+    )
+    line = (
+        alt.Chart(data)
+        .mark_line(strokeWidth=2, point=True)
+        .encode(
+            x=x,
+            y=alt.Y("mean:Q", title=y_title),
+            color=agent_color(agents, legend=True),
+            strokeDash=agent_dash(agents),
+            tooltip=[
+                alt.Tooltip("agent:N"),
+                alt.Tooltip("episode_in_trial:Q", title="episode of the trial"),
+                *interval_tooltips(confidence, digits=4),
+            ],
+        )
+    )
+    title = alt.TitleParams(
+        text=f"{metric.replace('_', ' ').capitalize()} per episode of a trial: "
+        f"{first['environment']}, probe {first['probe']}",
+        subtitle=seeds_subtitle(rows, confidence).replace("episodes", "trials", 1),
+        anchor="start",
+    )
     layered = alt.layer(band, line).resolve_legend(color="independent", strokeDash="independent")
     return layered.properties(width=WIDTH, height=HEIGHT, title=title)
 

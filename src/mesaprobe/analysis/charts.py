@@ -35,18 +35,25 @@ from mesaprobe.analysis.chart_builders import (
     sweep_chart,
     total_chart,
     transition_data,
+    trial_chart,
     window_data,
 )
 from mesaprobe.analysis.chart_style import count_text, study_agents
 from mesaprobe.analysis.inside import INSIDE_SUMMARY_COLUMNS
 from mesaprobe.analysis.inside_charts import INSIDE_CHARTS
 from mesaprobe.analysis.ladder_charts import ladder_chart
-from mesaprobe.analysis.tables import CURVE_BANDS_COLUMNS, SUMMARY_COLUMNS, TABLE_FILES, read_table
+from mesaprobe.analysis.tables import (
+    CURVE_BANDS_COLUMNS,
+    SUMMARY_COLUMNS,
+    TABLE_FILES,
+    TRIAL_EPISODES_COLUMNS,
+    read_table,
+)
 from mesaprobe.analysis.training_charts import draw_learning_curve
 from mesaprobe.artifacts import atomic_path, read_json
 from mesaprobe.errors import ArtifactError
 from mesaprobe.metrics import REGRET_RATIO
-from mesaprobe.study.outputs import CHART_FORMATS, LEARNING_CURVE, Chart
+from mesaprobe.study.outputs import CHART_FORMATS, LEARNING_CURVE, TRIAL_EPISODES, Chart, trial_metric
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,8 @@ def _draw(chart: Chart, tables: _Tables, log_steps: bool = False) -> alt.TopLeve
         return draw_learning_curve(tables.directory, chart.environment, tables.agents)
     if chart.chart == REGRET_RATIO:
         return _regret_ratio_chart(chart, tables)
+    if chart.chart == TRIAL_EPISODES:
+        return _trial_chart(chart, tables)
     if chart.plots == "ladder":  # from the summary's cost columns (mesaprobe.analysis.ladder_charts)
         return ladder_chart(tables.directory, chart, tables.agents, tables.confidence)
     return _view_chart(chart, tables, log_steps)
@@ -147,6 +156,23 @@ def _regret_ratio_chart(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
             f"no {REGRET_RATIO} rows for environment {key[0]!r}, probe {key[1]!r}; collect with the study's plan",
         )
     return regret_ratio_chart(view_summary, tables.agents, tables.confidence)
+
+
+def _trial_chart(chart: Chart, tables: _Tables) -> alt.TopLevelMixin:
+    """The regret per episode of a trial of one (environment, probe)."""
+    path = tables.directory / TABLE_FILES["trial_episodes"]
+    metric = trial_metric(chart.family)
+    rows = read_table(path, TRIAL_EPISODES_COLUMNS).filter(
+        (pl.col("environment") == chart.environment)
+        & (pl.col("probe") == chart.probe)
+        & (pl.col("metric") == metric)
+    )
+    if rows.height == 0:
+        raise ArtifactError(
+            path,
+            f"no {metric} rows for environment {chart.environment!r}, probe {chart.probe!r}; collect with the study's plan",
+        )
+    return trial_chart(rows, metric, tables.agents, tables.confidence)
 
 
 def _view_chart(chart: Chart, tables: _Tables, log_steps: bool = False) -> alt.TopLevelMixin:

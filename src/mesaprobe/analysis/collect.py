@@ -73,6 +73,7 @@ from mesaprobe.analysis.training import TrainedRun, write_training_table
 from mesaprobe.artifacts import atomic_path, provenance, sha256_file, write_json
 from mesaprobe.errors import ArtifactError, UserError
 from mesaprobe.metrics import METRIC_FAMILIES, MetricFamily, adaptation_window, family_of_metric
+from mesaprobe.study.outputs import trial_metric
 from mesaprobe.study.references import Reference
 
 
@@ -404,7 +405,7 @@ def trial_episode_values(step_values: np.ndarray, family: MetricFamily, trial_ep
 def trial_episode_metrics(family: MetricFamily) -> tuple[str, str, str]:
     """Names of :func:`trial_episode_values`' three values, e.g. total_reward, episode_regret,
     cumulative_regret."""
-    return (family.episode_metrics[0], f"episode_{family.step_metrics[1]}", family.episode_metrics[1])
+    return (family.episode_metrics[0], trial_metric(family), family.episode_metrics[1])
 
 
 def _trial_episodes(group: _AgentGroup, trial_episodes: int, confidence: float) -> pl.DataFrame:

@@ -23,6 +23,9 @@ environment and probe labels made safe for file names by :func:`slugify`:
   environment a window sweep serves (:func:`window_stem`);
 * ``<chart>_<environment>_<probe>``: each chart an inside probe kind declares (its
   ``charts``), per environment it plays (:func:`inside_chart_stem`);
+* ``trial_<episode regret>_<environment>_<probe>``: in trials of K episodes
+  (``trial_episodes``), the regret summed over each episode of the trial against its
+  position, per probe writing curves (:func:`trial_stem`, :func:`trial_charts`);
 * ``learning_curve_<environment>``: the training statistics of every run on an environment
   against env steps (:func:`learning_curve_stem`), per environment some architecture trains on,
   drawn from the collected training histories (:mod:`mesaprobe.analysis.training_charts`).
@@ -51,6 +54,9 @@ from mesaprobe.study.sweeps import PoolSweep, Sweeps, WindowSweep, study_sweeps
 
 #: File formats written for every chart: self-contained HTML and a static SVG.
 CHART_FORMATS = ("html", "svg")
+
+#: What a trial chart plots (its caption is ``workflow/report/trial_episodes.rst``).
+TRIAL_EPISODES = "trial_episodes"
 
 #: What a learning-curve chart plots (its caption is ``workflow/report/learning_curve.rst``).
 LEARNING_CURVE = "learning_curve"
@@ -297,6 +303,31 @@ def learning_curve_charts(study: Study) -> list[Chart]:
 LADDER_AXES = ("state_floats", "flops_per_step")
 
 
+def trial_metric(family: MetricFamily) -> str:
+    """The trial table's regret summed over one episode, e.g. ``episode_regret``
+    (:func:`mesaprobe.analysis.collect.trial_episode_metrics`)."""
+    return f"episode_{family.step_metrics[1]}"
+
+
+def trial_stem(family: MetricFamily, environment: str, probe: str) -> str:
+    """``trial_<episode regret>_<environment>_<probe>``."""
+    return f"trial_{trial_metric(family)}_{slugify(environment)}_{slugify(probe)}"
+
+
+def trial_charts(study: Study, played: dict[str, list[str]]) -> list[Chart]:
+    """A trial chart per environment played in trials of several episodes and probe writing curves."""
+    charts = []
+    for environment in study.environments:
+        family_class = ENVIRONMENTS.get(environment.family)
+        family = METRIC_FAMILIES[family_class.kind]
+        if family.per_episode or family_class(environment.config).trial_episodes < 2:
+            continue
+        for probe in played.get(environment.label, []):
+            stem = trial_stem(family, environment.label, probe)
+            charts.append(Chart(stem, TRIAL_EPISODES, TRIAL_EPISODES, family.kind, environment.label, probe))
+    return charts
+
+
 def ladder_stem(axis: str, environment: str, probe: str) -> str:
     """File name (without suffix) of a ladder chart.
 
@@ -345,6 +376,7 @@ def chart_outputs(study: Study, plan: Plan | None = None) -> list[Chart]:
             *summary_charts(views, played, study_sweeps(study), ratios, optima),
             *inside_charts(study),
             *ladder_charts(study, views, played),
+            *trial_charts(study, played),
             *learning_curve_charts(study),
         ]
     )
